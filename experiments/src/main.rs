@@ -1,0 +1,5 @@
+//! The `wflora` command line.
+
+fn main() {
+    println!("wflora");
+}

@@ -1,0 +1,256 @@
+//! Results directories, claim checks, summaries and manifests.
+//!
+//! Every reproduction writes into its own directory a `summary.json` holding
+//! the numbers and the claim checks, and a `manifest.json` saying what produced
+//! them. Nothing already written is overwritten silently: a directory that
+//! holds results is refused unless the caller asks to overwrite (or resume).
+
+use serde::Serialize;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Errors while writing results.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// The output directory already holds results and overwriting was not asked for.
+    #[error(
+        "output directory {0} already holds results (summary.json); pass --force to overwrite or choose another --out"
+    )]
+    Exists(PathBuf),
+    /// An I/O error on the named path.
+    #[error("cannot write {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// Serialisation failed (a non-finite number in a JSON field, say).
+    #[error("cannot serialise {what}: {source}")]
+    Json {
+        /// What was being serialised.
+        what: String,
+        /// The underlying error.
+        source: serde_json::Error,
+    },
+}
+
+/// Which way a claim's value is compared with its threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// The claim holds when `value >= threshold`.
+    AtLeast,
+    /// The claim holds when `value <= threshold`.
+    AtMost,
+}
+
+/// One checked claim: a number computed from the run's data, compared with a threshold.
+#[derive(Debug, Clone, Serialize)]
+pub struct Claim {
+    /// Short identifier, e.g. `lora_beats_head_only`.
+    pub name: String,
+    /// Whether the claim holds on this run's data.
+    pub pass: bool,
+    /// The value computed from the data.
+    pub value: f64,
+    /// The threshold it is compared with.
+    pub threshold: f64,
+    /// The comparison.
+    pub direction: Direction,
+    /// One sentence: what the value is and how it was computed.
+    pub detail: String,
+}
+
+impl Claim {
+    /// A claim that holds when `value >= threshold`.
+    pub fn at_least(name: &str, value: f64, threshold: f64, detail: &str) -> Self {
+        Self::new(name, value, threshold, Direction::AtLeast, detail)
+    }
+
+    /// A claim that holds when `value <= threshold`.
+    pub fn at_most(name: &str, value: f64, threshold: f64, detail: &str) -> Self {
+        Self::new(name, value, threshold, Direction::AtMost, detail)
+    }
+
+    fn new(name: &str, value: f64, threshold: f64, direction: Direction, detail: &str) -> Self {
+        // A NaN value never passes: a broken run must not look like a success.
+        let pass = match direction {
+            Direction::AtLeast => value >= threshold,
+            Direction::AtMost => value <= threshold,
+        };
+        Self {
+            name: name.to_owned(),
+            pass,
+            value,
+            threshold,
+            direction,
+            detail: detail.to_owned(),
+        }
+    }
+}
+
+impl fmt::Display for Claim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let op = match self.direction {
+            Direction::AtLeast => ">=",
+            Direction::AtMost => "<=",
+        };
+        write!(
+            f,
+            "{} {}: {:.4} {} {:.4} ({})",
+            if self.pass { "PASS" } else { "FAIL" },
+            self.name,
+            self.value,
+            op,
+            self.threshold,
+            self.detail
+        )
+    }
+}
+
+/// A results directory, checked once for earlier results when opened.
+#[derive(Debug, Clone)]
+pub struct ResultsDir {
+    dir: PathBuf,
+}
+
+impl ResultsDir {
+    /// Opens (creating it if needed) a results directory. If it already holds a
+    /// `summary.json`, it is refused unless `overwrite` is set.
+    pub fn open(dir: &Path, overwrite: bool) -> Result<Self, ReportError> {
+        if dir.join("summary.json").exists() && !overwrite {
+            return Err(ReportError::Exists(dir.to_path_buf()));
+        }
+        std::fs::create_dir_all(dir).map_err(|source| ReportError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The path of a file inside the directory.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Writes `value` as pretty JSON to `name`, atomically (temp file + rename).
+    pub fn write_json<T: Serialize>(&self, name: &str, value: &T) -> Result<PathBuf, ReportError> {
+        let text = serde_json::to_string_pretty(value).map_err(|source| ReportError::Json {
+            what: name.to_owned(),
+            source,
+        })?;
+        self.write_text(name, &(text + "\n"))
+    }
+
+    /// Writes text to `name`, atomically (temp file + rename).
+    pub fn write_text(&self, name: &str, text: &str) -> Result<PathBuf, ReportError> {
+        let path = self.file(name);
+        let tmp = self.file(&format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).map_err(|source| ReportError::Io {
+            path: tmp.clone(),
+            source,
+        })?;
+        std::fs::rename(&tmp, &path).map_err(|source| ReportError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(path)
+    }
+}
+
+/// What produced a set of results: enough to run it again.
+#[derive(Debug, Clone, Serialize)]
+pub struct Manifest {
+    /// The command line, as given.
+    pub command: Vec<String>,
+    /// `git describe --always --dirty` of the working tree, if git is available.
+    pub git_revision: Option<String>,
+    /// The base seed.
+    pub seed: u64,
+    /// Version of the wflora crates.
+    pub wflora_version: String,
+    /// Versions of the main dependencies, as pinned by the workspace.
+    pub dependencies: Vec<(String, String)>,
+    /// Profile or configuration name.
+    pub profile: String,
+}
+
+impl Manifest {
+    /// A manifest for the current process.
+    pub fn current(seed: u64, profile: &str) -> Self {
+        let git_revision = std::process::Command::new("git")
+            .args(["describe", "--always", "--dirty"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+        Self {
+            command: std::env::args().collect(),
+            git_revision,
+            seed,
+            wflora_version: env!("CARGO_PKG_VERSION").to_owned(),
+            dependencies: DEPENDENCY_VERSIONS
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+                .collect(),
+            profile: profile.to_owned(),
+        }
+    }
+}
+
+/// The main dependency versions (kept in step with the root `Cargo.toml`).
+const DEPENDENCY_VERSIONS: &[(&str, &str)] = &[
+    ("candle-core", "0.11.1"),
+    ("candle-nn", "0.11.1"),
+    ("ndarray", "0.17"),
+    ("faer", "0.24"),
+    ("good_lp", "1.15 (microlp)"),
+    ("rand", "0.9"),
+];
+
+/// Prints every claim as a PASS/FAIL line and returns whether all passed.
+pub fn print_claims(title: &str, claims: &[Claim]) -> bool {
+    println!("{title}:");
+    for c in claims {
+        println!("  {c}");
+    }
+    claims.iter().all(|c| c.pass)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claim_direction_and_nan() {
+        assert!(Claim::at_least("a", 5.0, 5.0, "").pass);
+        assert!(!Claim::at_least("a", 4.9, 5.0, "").pass);
+        assert!(Claim::at_most("a", 1.0, 2.0, "").pass);
+        assert!(!Claim::at_most("a", 2.1, 2.0, "").pass);
+        assert!(!Claim::at_least("a", f64::NAN, 0.0, "").pass);
+        assert!(!Claim::at_most("a", f64::NAN, 0.0, "").pass);
+    }
+
+    #[test]
+    fn results_dir_refuses_to_overwrite() {
+        let dir = std::env::temp_dir().join(format!("wflora-report-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let r = ResultsDir::open(&dir, false).unwrap();
+        r.write_json("summary.json", &serde_json::json!({"x": 1}))
+            .unwrap();
+        assert!(matches!(
+            ResultsDir::open(&dir, false),
+            Err(ReportError::Exists(_))
+        ));
+        assert!(ResultsDir::open(&dir, true).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
