@@ -150,10 +150,18 @@ impl LinePlot {
                 return None;
             }
             Some(if log {
-                let (a, b) = if hi > lo { (lo, hi) } else { (lo / 2.0, hi * 2.0) };
+                let (a, b) = if hi > lo {
+                    (lo, hi)
+                } else {
+                    (lo / 2.0, hi * 2.0)
+                };
                 (a / 1.2, b * 1.2)
             } else {
-                let pad = if hi > lo { 0.05 * (hi - lo) } else { 0.5f64.max(lo.abs() * 0.1) };
+                let pad = if hi > lo {
+                    0.05 * (hi - lo)
+                } else {
+                    0.5f64.max(lo.abs() * 0.1)
+                };
                 (lo - pad, hi + pad)
             })
         };
@@ -165,7 +173,9 @@ impl LinePlot {
         root: &DrawingArea<DB, Shift>,
         path: &Path,
     ) -> Result<(), PlotError> {
-        let ((x0, x1), (y0, y1)) = self.ranges().ok_or_else(|| PlotError::Empty(self.title.clone()))?;
+        let ((x0, x1), (y0, y1)) = self
+            .ranges()
+            .ok_or_else(|| PlotError::Empty(self.title.clone()))?;
         root.fill(&WHITE).map_err(|e| draw_err(path, e))?;
         match (self.log_x, self.log_y) {
             (false, false) => self.draw_in(root, path, x0..x1, y0..y1),
@@ -210,7 +220,10 @@ impl LinePlot {
                 let mut poly: Vec<(f64, f64)> = s.band.iter().map(|&(x, lo, _)| (x, lo)).collect();
                 poly.extend(s.band.iter().rev().map(|&(x, _, hi)| (x, hi)));
                 chart
-                    .draw_series(std::iter::once(Polygon::new(poly, color.mix(0.18).filled())))
+                    .draw_series(std::iter::once(Polygon::new(
+                        poly,
+                        color.mix(0.18).filled(),
+                    )))
                     .map_err(|e| draw_err(path, e))?;
             }
             let pts: Vec<(f64, f64)> = s
@@ -223,7 +236,9 @@ impl LinePlot {
                 .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
                 .map_err(|e| draw_err(path, e))?
                 .label(s.label.as_str())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                });
             if s.markers {
                 chart
                     .draw_series(pts.iter().map(|&p| Circle::new(p, 4, color.filled())))
@@ -263,8 +278,11 @@ mod tests {
             log_x: false,
             log_y: false,
             series: vec![
-                Series::line("a", vec![(0.0, 0.1), (1.0, 0.5), (2.0, 0.7)])
-                    .with_band(vec![(0.0, 0.05, 0.15), (1.0, 0.4, 0.6), (2.0, 0.65, 0.75)]),
+                Series::line("a", vec![(0.0, 0.1), (1.0, 0.5), (2.0, 0.7)]).with_band(vec![
+                    (0.0, 0.05, 0.15),
+                    (1.0, 0.4, 0.6),
+                    (2.0, 0.65, 0.75),
+                ]),
                 Series::line("b", vec![(0.0, 0.2), (2.0, 0.3)]).with_markers(),
             ],
         };
@@ -287,6 +305,9 @@ mod tests {
             series: vec![Series::line("a", vec![(0.0, f64::NAN)])],
         };
         let dir = std::env::temp_dir();
-        assert!(matches!(plot.write(&dir, "never"), Err(PlotError::Empty(_))));
+        assert!(matches!(
+            plot.write(&dir, "never"),
+            Err(PlotError::Empty(_))
+        ));
     }
 }

@@ -122,7 +122,10 @@ impl Checkpoint {
             tensors: self
                 .tensors
                 .iter()
-                .map(|(name, t)| Entry { name: name.clone(), shape: t.shape.clone() })
+                .map(|(name, t)| Entry {
+                    name: name.clone(),
+                    shape: t.shape.clone(),
+                })
                 .collect(),
         };
         let h = serde_json::to_vec(&header)?;
@@ -150,7 +153,10 @@ impl Checkpoint {
             what: what.to_owned(),
         };
         if bytes.len() < PREFIX + DIGEST {
-            return Err(corrupt(bytes.len(), "file too short for a checkpoint (truncated?)"));
+            return Err(corrupt(
+                bytes.len(),
+                "file too short for a checkpoint (truncated?)",
+            ));
         }
         if &bytes[..8] != MAGIC {
             return Err(corrupt(0, "expected magic bytes \"WFLORACK\""));
@@ -159,20 +165,32 @@ impl Checkpoint {
         u32b.copy_from_slice(&bytes[8..12]);
         let version = u32::from_le_bytes(u32b);
         if version != VERSION {
-            return Err(corrupt(8, &format!("format version {version}, expected {VERSION}")));
+            return Err(corrupt(
+                8,
+                &format!("format version {version}, expected {VERSION}"),
+            ));
         }
         let body_end = bytes.len() - DIGEST;
         let digest = Sha256::digest(&bytes[..body_end]);
         if digest.as_slice() != &bytes[body_end..] {
-            return Err(corrupt(body_end, "sha256 checksum mismatch (truncated or modified file)"));
+            return Err(corrupt(
+                body_end,
+                "sha256 checksum mismatch (truncated or modified file)",
+            ));
         }
         let mut u64b = [0u8; 8];
         u64b.copy_from_slice(&bytes[12..20]);
-        let hlen = usize::try_from(u64::from_le_bytes(u64b)).map_err(|_| corrupt(12, "header length overflows"))?;
+        let hlen = usize::try_from(u64::from_le_bytes(u64b))
+            .map_err(|_| corrupt(12, "header length overflows"))?;
         let hend = PREFIX
             .checked_add(hlen)
             .filter(|&e| e <= body_end)
-            .ok_or_else(|| corrupt(12, &format!("header length {hlen} runs past the end of the file")))?;
+            .ok_or_else(|| {
+                corrupt(
+                    12,
+                    &format!("header length {hlen} runs past the end of the file"),
+                )
+            })?;
         let header: Header = serde_json::from_slice(&bytes[PREFIX..hend])
             .map_err(|e| corrupt(PREFIX, &format!("header is not valid JSON: {e}")))?;
         let mut pos = hend;
@@ -187,36 +205,61 @@ impl Checkpoint {
                 .checked_mul(4)
                 .and_then(|b| pos.checked_add(b))
                 .filter(|&end| end <= body_end)
-                .ok_or_else(|| corrupt(pos, &format!("tensor '{}' data runs past the end of the file", e.name)))?;
+                .ok_or_else(|| {
+                    corrupt(
+                        pos,
+                        &format!("tensor '{}' data runs past the end of the file", e.name),
+                    )
+                })?;
             let data = bytes[pos..end]
                 .chunks_exact(4)
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                 .collect();
             pos = end;
-            tensors.insert(e.name, Tensor { shape: e.shape, data });
+            tensors.insert(
+                e.name,
+                Tensor {
+                    shape: e.shape,
+                    data,
+                },
+            );
         }
         if pos != body_end {
             return Err(corrupt(pos, "unexpected bytes after the last tensor"));
         }
-        Ok(Self { config_hash: header.config_hash, meta: header.meta, tensors })
+        Ok(Self {
+            config_hash: header.config_hash,
+            meta: header.meta,
+            tensors,
+        })
     }
 
     /// Writes atomically: a temporary file beside `path`, then a rename.
     pub fn write(&self, path: &Path) -> Result<(), CheckpointError> {
-        let bytes = self
-            .to_bytes()
-            .map_err(|source| CheckpointError::Meta { path: path.to_path_buf(), source })?;
+        let bytes = self.to_bytes().map_err(|source| CheckpointError::Meta {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let mut tmp = path.as_os_str().to_owned();
         tmp.push(".tmp");
         let tmp = PathBuf::from(tmp);
-        std::fs::write(&tmp, &bytes).map_err(|source| CheckpointError::Io { path: tmp.clone(), source })?;
-        std::fs::rename(&tmp, path).map_err(|source| CheckpointError::Io { path: path.to_path_buf(), source })
+        std::fs::write(&tmp, &bytes).map_err(|source| CheckpointError::Io {
+            path: tmp.clone(),
+            source,
+        })?;
+        std::fs::rename(&tmp, path).map_err(|source| CheckpointError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 
     /// Reads and checks a checkpoint; with `expected_config`, refuses one
     /// written under another configuration.
     pub fn read(path: &Path, expected_config: Option<&str>) -> Result<Self, CheckpointError> {
-        let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io { path: path.to_path_buf(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let ck = Self::from_bytes(&bytes, path)?;
         if let Some(expected) = expected_config {
             if ck.config_hash != expected {
@@ -231,12 +274,20 @@ impl Checkpoint {
     }
 
     /// Takes a tensor out, checking its shape.
-    pub fn take(&mut self, name: &str, shape: &[usize], path: &Path) -> Result<Vec<f32>, CheckpointError> {
-        let t = self.tensors.remove(name).ok_or_else(|| CheckpointError::Tensor {
-            path: path.to_path_buf(),
-            name: name.to_owned(),
-            what: "is missing".to_owned(),
-        })?;
+    pub fn take(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        path: &Path,
+    ) -> Result<Vec<f32>, CheckpointError> {
+        let t = self
+            .tensors
+            .remove(name)
+            .ok_or_else(|| CheckpointError::Tensor {
+                path: path.to_path_buf(),
+                name: name.to_owned(),
+                what: "is missing".to_owned(),
+            })?;
         if t.shape != shape {
             return Err(CheckpointError::Tensor {
                 path: path.to_path_buf(),
@@ -254,9 +305,25 @@ mod tests {
 
     fn sample() -> Checkpoint {
         let mut tensors = BTreeMap::new();
-        tensors.insert("a".to_owned(), Tensor { shape: vec![2, 3], data: vec![1.0, -2.5, 3.0, f32::MIN_POSITIVE, 0.0, 7.0] });
-        tensors.insert("b".to_owned(), Tensor { shape: vec![1], data: vec![42.0] });
-        Checkpoint { config_hash: "abc".into(), meta: serde_json::json!({"round": 3, "queue": 0.25}), tensors }
+        tensors.insert(
+            "a".to_owned(),
+            Tensor {
+                shape: vec![2, 3],
+                data: vec![1.0, -2.5, 3.0, f32::MIN_POSITIVE, 0.0, 7.0],
+            },
+        );
+        tensors.insert(
+            "b".to_owned(),
+            Tensor {
+                shape: vec![1],
+                data: vec![42.0],
+            },
+        );
+        Checkpoint {
+            config_hash: "abc".into(),
+            meta: serde_json::json!({"round": 3, "queue": 0.25}),
+            tensors,
+        }
     }
 
     fn path() -> PathBuf {
@@ -274,7 +341,10 @@ mod tests {
     fn every_truncation_and_every_flipped_byte_is_detected() {
         let bytes = sample().to_bytes().unwrap();
         for cut in 0..bytes.len() {
-            assert!(Checkpoint::from_bytes(&bytes[..cut], &path()).is_err(), "cut {cut}");
+            assert!(
+                Checkpoint::from_bytes(&bytes[..cut], &path()).is_err(),
+                "cut {cut}"
+            );
         }
         for i in 0..bytes.len() {
             let mut b = bytes.clone();
@@ -289,10 +359,19 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("state.ckpt");
         sample().write(&p).unwrap();
-        assert!(matches!(Checkpoint::read(&p, Some("xyz")), Err(CheckpointError::OtherConfig { .. })));
+        assert!(matches!(
+            Checkpoint::read(&p, Some("xyz")),
+            Err(CheckpointError::OtherConfig { .. })
+        ));
         let mut c = Checkpoint::read(&p, Some("abc")).unwrap();
-        assert!(matches!(c.take("a", &[3, 2], &p), Err(CheckpointError::Tensor { .. })));
-        assert!(matches!(c.take("zz", &[1], &p), Err(CheckpointError::Tensor { .. })));
+        assert!(matches!(
+            c.take("a", &[3, 2], &p),
+            Err(CheckpointError::Tensor { .. })
+        ));
+        assert!(matches!(
+            c.take("zz", &[1], &p),
+            Err(CheckpointError::Tensor { .. })
+        ));
         assert_eq!(c.take("b", &[1], &p).unwrap(), vec![42.0]);
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -44,7 +44,9 @@ pub struct Covariance {
 
 /// Computes the covariance term for clients `(p_k, B_k, A_k)`; the weights are
 /// normalised to sum to one. `B_k` is `d×r`, `A_k` is `r×l`.
-pub fn covariance(clients: &[(f64, &Array2<f32>, &Array2<f32>)]) -> Result<Covariance, CovarianceError> {
+pub fn covariance(
+    clients: &[(f64, &Array2<f32>, &Array2<f32>)],
+) -> Result<Covariance, CovarianceError> {
     let (_, b0, a0) = clients.first().ok_or(CovarianceError::Empty)?;
     let (bd, ad) = (b0.dim(), a0.dim());
     let mut total = 0.0;
@@ -54,14 +56,29 @@ pub fn covariance(clients: &[(f64, &Array2<f32>, &Array2<f32>)]) -> Result<Covar
         }
         total += p;
         if b.dim() != bd {
-            return Err(CovarianceError::Shape { client: k, what: "B", got: b.dim(), expected: bd });
+            return Err(CovarianceError::Shape {
+                client: k,
+                what: "B",
+                got: b.dim(),
+                expected: bd,
+            });
         }
         if a.dim() != ad {
-            return Err(CovarianceError::Shape { client: k, what: "A", got: a.dim(), expected: ad });
+            return Err(CovarianceError::Shape {
+                client: k,
+                what: "A",
+                got: a.dim(),
+                expected: ad,
+            });
         }
     }
     if bd.1 != ad.0 {
-        return Err(CovarianceError::Shape { client: 0, what: "A", got: ad, expected: (bd.1, ad.1) });
+        return Err(CovarianceError::Shape {
+            client: 0,
+            what: "A",
+            got: ad,
+            expected: (bd.1, ad.1),
+        });
     }
     if total <= 0.0 {
         return Err(CovarianceError::Weights);
@@ -84,8 +101,16 @@ pub fn covariance(clients: &[(f64, &Array2<f32>, &Array2<f32>)]) -> Result<Covar
     }
     let norm = frobenius(&cov);
     let exact_norm = frobenius(&exact);
-    let relative = if exact_norm > 0.0 { norm / exact_norm } else { 0.0 };
-    Ok(Covariance { norm, exact_norm, relative })
+    let relative = if exact_norm > 0.0 {
+        norm / exact_norm
+    } else {
+        0.0
+    };
+    Ok(Covariance {
+        norm,
+        exact_norm,
+        relative,
+    })
 }
 
 fn frobenius(m: &Array2<f64>) -> f64 {
@@ -132,7 +157,11 @@ mod tests {
         assert_eq!(covariance(&[]), Err(CovarianceError::Empty));
         assert!(matches!(
             covariance(&[(0.5, &b, &a), (0.5, &b, &a_bad)]),
-            Err(CovarianceError::Shape { client: 1, what: "A", .. })
+            Err(CovarianceError::Shape {
+                client: 1,
+                what: "A",
+                ..
+            })
         ));
         assert_eq!(covariance(&[(-1.0, &b, &a)]), Err(CovarianceError::Weights));
         assert_eq!(covariance(&[(0.0, &b, &a)]), Err(CovarianceError::Weights));
