@@ -1,0 +1,434 @@
+//! The frozen ViT weights: canonical names, random init, safetensors I/O and
+//! position-embedding interpolation.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand_distr::{Distribution, Normal};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+
+use crate::config::VitConfig;
+use crate::error::{LoraError, Result, check_shape};
+
+/// Metadata key under which our files record the backbone configuration.
+pub const META_CONFIG: &str = "wflora.config";
+
+/// The weights of a ViT backbone under canonical names, all `f32`.
+///
+/// Canonical names: `patch_embed.weight` (`D × C·p·p`, the flattened
+/// convolution kernel in `(c, y, x)` order), `patch_embed.bias`, `cls_token`
+/// (`D`), `pos_embed` (`T × D`, class token first), per block `i`
+/// `blocks.i.norm1.{weight,bias}`, `blocks.i.attn.{q,k,v,o}.{weight,bias}`,
+/// `blocks.i.norm2.{weight,bias}`, `blocks.i.mlp.{fc1,fc2}.{weight,bias}`,
+/// `blocks.i.ls1`, `blocks.i.ls2` (LayerScale only), and `norm.{weight,bias}`.
+/// Linear weights are `out × in` as in PyTorch.
+///
+/// Tensors are reference-counted: cloning a backbone or building any number
+/// of client models from an `Arc<Backbone>` shares the storage.
+#[derive(Clone, Debug)]
+pub struct Backbone {
+    config: VitConfig,
+    tensors: BTreeMap<String, Tensor>,
+}
+
+/// Every canonical tensor name of `config` with its shape.
+#[must_use]
+pub fn expected_shapes(config: &VitConfig) -> Vec<(String, Vec<usize>)> {
+    let d = config.width;
+    let m = config.mlp_dim;
+    let mut v = vec![
+        ("patch_embed.weight".to_owned(), vec![d, config.patch_dim()]),
+        ("patch_embed.bias".to_owned(), vec![d]),
+        ("cls_token".to_owned(), vec![d]),
+        ("pos_embed".to_owned(), vec![config.num_tokens(), d]),
+    ];
+    for i in 0..config.depth {
+        let p = format!("blocks.{i}");
+        v.push((format!("{p}.norm1.weight"), vec![d]));
+        v.push((format!("{p}.norm1.bias"), vec![d]));
+        for t in ["q", "k", "v", "o"] {
+            v.push((format!("{p}.attn.{t}.weight"), vec![d, d]));
+            v.push((format!("{p}.attn.{t}.bias"), vec![d]));
+        }
+        v.push((format!("{p}.norm2.weight"), vec![d]));
+        v.push((format!("{p}.norm2.bias"), vec![d]));
+        v.push((format!("{p}.mlp.fc1.weight"), vec![m, d]));
+        v.push((format!("{p}.mlp.fc1.bias"), vec![m]));
+        v.push((format!("{p}.mlp.fc2.weight"), vec![d, m]));
+        v.push((format!("{p}.mlp.fc2.bias"), vec![d]));
+        if config.layer_scale.is_some() {
+            v.push((format!("{p}.ls1"), vec![d]));
+            v.push((format!("{p}.ls2"), vec![d]));
+        }
+    }
+    v.push(("norm.weight".to_owned(), vec![d]));
+    v.push(("norm.bias".to_owned(), vec![d]));
+    v
+}
+
+impl Backbone {
+    /// Random weights for pre-training from scratch: linear weights, class
+    /// token and position embeddings `N(0, 0.02²)`, biases 0, LayerNorm
+    /// weights 1, LayerScale at its configured initial value.
+    ///
+    /// # Errors
+    /// [`LoraError::InvalidConfig`] for an invalid configuration.
+    pub fn random(config: &VitConfig, seed: u64) -> Result<Self> {
+        config.validate()?;
+        let mut rng = StdRng::seed_from_u64(seed);
+        let normal = Normal::new(0.0f32, 0.02).map_err(|e| LoraError::InvalidConfig {
+            field: "init",
+            reason: e.to_string(),
+        })?;
+        let mut tensors = BTreeMap::new();
+        for (name, shape) in expected_shapes(config) {
+            let n: usize = shape.iter().product();
+            let data: Vec<f32> = if name.ends_with(".bias") {
+                vec![0.0; n]
+            } else if name.starts_with("norm") || name.contains(".norm") {
+                vec![1.0; n]
+            } else if name.ends_with(".ls1") || name.ends_with(".ls2") {
+                vec![config.layer_scale.unwrap_or(1.0) as f32; n]
+            } else {
+                (0..n).map(|_| normal.sample(&mut rng)).collect()
+            };
+            tensors.insert(name, Tensor::from_vec(data, shape, &Device::Cpu)?);
+        }
+        Ok(Self {
+            config: config.clone(),
+            tensors,
+        })
+    }
+
+    /// A backbone from named tensors; every canonical name must be present
+    /// with its shape (converted to `f32`), and no other name.
+    ///
+    /// # Errors
+    /// [`LoraError::MissingTensor`], [`LoraError::Shape`], or
+    /// [`LoraError::WeightFile`] for an unexpected name.
+    pub fn from_tensors(config: &VitConfig, mut tensors: BTreeMap<String, Tensor>) -> Result<Self> {
+        config.validate()?;
+        let mut out = BTreeMap::new();
+        for (name, shape) in expected_shapes(config) {
+            let t = tensors
+                .remove(&name)
+                .ok_or_else(|| LoraError::MissingTensor {
+                    name: name.clone(),
+                    expected: shape.clone(),
+                    source_name: "tensor map".into(),
+                })?;
+            check_shape(&name, &shape, t.dims())?;
+            out.insert(name, t.to_dtype(DType::F32)?.contiguous()?);
+        }
+        if let Some(extra) = tensors.keys().next() {
+            return Err(LoraError::WeightFile {
+                source_name: "tensor map".into(),
+                reason: format!("unexpected tensor `{extra}`"),
+            });
+        }
+        Ok(Self {
+            config: config.clone(),
+            tensors: out,
+        })
+    }
+
+    /// The configuration the weights belong to.
+    #[must_use]
+    pub fn config(&self) -> &VitConfig {
+        &self.config
+    }
+
+    /// The tensor under a canonical name.
+    ///
+    /// # Errors
+    /// [`LoraError::MissingTensor`] for an unknown name.
+    pub fn get(&self, name: &str) -> Result<&Tensor> {
+        self.tensors
+            .get(name)
+            .ok_or_else(|| LoraError::MissingTensor {
+                name: name.to_owned(),
+                expected: vec![],
+                source_name: "backbone".into(),
+            })
+    }
+
+    /// All `(name, tensor)` pairs in name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Tensor)> {
+        self.tensors.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// Number of scalar parameters.
+    #[must_use]
+    pub fn num_params(&self) -> usize {
+        self.tensors.values().map(Tensor::elem_count).sum()
+    }
+
+    /// Serialises to safetensors bytes (canonical names, `F32`), recording the
+    /// configuration and `metadata` in the header.
+    ///
+    /// # Errors
+    /// Candle or serialisation errors.
+    pub fn to_safetensors_bytes(&self, metadata: &HashMap<String, String>) -> Result<Vec<u8>> {
+        let mut raw: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::with_capacity(self.tensors.len());
+        for (name, t) in &self.tensors {
+            let data = t.flatten_all()?.to_vec1::<f32>()?;
+            let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+            raw.push((name.clone(), t.dims().to_vec(), bytes));
+        }
+        let mut views = Vec::with_capacity(raw.len());
+        for (name, shape, bytes) in &raw {
+            let view = TensorView::new(Dtype::F32, shape.clone(), bytes).map_err(|e| {
+                LoraError::WeightFile {
+                    source_name: name.clone(),
+                    reason: e.to_string(),
+                }
+            })?;
+            views.push((name.as_str(), view));
+        }
+        let mut meta = metadata.clone();
+        let cfg = serde_json::to_string(&self.config).map_err(|e| LoraError::WeightFile {
+            source_name: "config".into(),
+            reason: e.to_string(),
+        })?;
+        meta.insert(META_CONFIG.to_owned(), cfg);
+        safetensors::serialize(views, Some(meta)).map_err(|e| LoraError::WeightFile {
+            source_name: "serialised backbone".into(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Parses safetensors bytes in canonical naming. A `pos_embed` for
+    /// another patch grid is interpolated (see [`interpolate_pos_embed`]).
+    /// Returns the backbone and the header metadata.
+    ///
+    /// # Errors
+    /// [`LoraError::WeightFile`] if the bytes do not parse,
+    /// [`LoraError::MissingTensor`] / [`LoraError::Shape`] naming the tensor.
+    pub fn from_safetensors_bytes(
+        config: &VitConfig,
+        bytes: &[u8],
+        source_name: &str,
+    ) -> Result<(Self, HashMap<String, String>)> {
+        config.validate()?;
+        let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| LoraError::WeightFile {
+            source_name: source_name.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let metadata = meta.metadata().clone().unwrap_or_default();
+        let st = SafeTensors::deserialize(bytes).map_err(|e| LoraError::WeightFile {
+            source_name: source_name.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let mut map = BTreeMap::new();
+        for (name, shape) in expected_shapes(config) {
+            let t = read_tensor(&st, &name, &shape, source_name)?;
+            let t = if name == "pos_embed" {
+                fit_pos_embed(&name, &t, config)?
+            } else {
+                check_shape(&name, &shape, t.dims())?;
+                t
+            };
+            map.insert(name, t);
+        }
+        Ok((
+            Self {
+                config: config.clone(),
+                tensors: map,
+            },
+            metadata,
+        ))
+    }
+
+    /// Writes the backbone as a safetensors file (see [`Self::to_safetensors_bytes`]).
+    ///
+    /// # Errors
+    /// [`LoraError::Io`] naming the path.
+    pub fn save(&self, path: &Path, metadata: &HashMap<String, String>) -> Result<()> {
+        let bytes = self.to_safetensors_bytes(metadata)?;
+        std::fs::write(path, bytes).map_err(|source| LoraError::Io {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Reads a safetensors file in canonical naming.
+    ///
+    /// # Errors
+    /// [`LoraError::Io`] naming the path, else as [`Self::from_safetensors_bytes`].
+    pub fn load(config: &VitConfig, path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|source| LoraError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(Self::from_safetensors_bytes(config, &bytes, &path.display().to_string())?.0)
+    }
+}
+
+/// Reads tensor `name` as `f32` from a parsed safetensors file.
+pub(crate) fn read_tensor(
+    st: &SafeTensors<'_>,
+    name: &str,
+    expected: &[usize],
+    source_name: &str,
+) -> Result<Tensor> {
+    let view = st.tensor(name).map_err(|_| LoraError::MissingTensor {
+        name: name.to_owned(),
+        expected: expected.to_vec(),
+        source_name: source_name.to_owned(),
+    })?;
+    let dtype = match view.dtype() {
+        Dtype::F32 => DType::F32,
+        Dtype::F64 => DType::F64,
+        Dtype::F16 => DType::F16,
+        Dtype::BF16 => DType::BF16,
+        other => {
+            return Err(LoraError::WeightFile {
+                source_name: source_name.to_owned(),
+                reason: format!("tensor `{name}` has dtype {other:?}, expected a float type"),
+            });
+        }
+    };
+    let t = Tensor::from_raw_buffer(view.data(), dtype, view.shape(), &Device::Cpu)?;
+    Ok(t.to_dtype(DType::F32)?)
+}
+
+/// Checks a `(T', D)` position embedding and interpolates it to the patch
+/// grid of `config` if `T' − 1` is another square.
+pub(crate) fn fit_pos_embed(name: &str, t: &Tensor, config: &VitConfig) -> Result<Tensor> {
+    let d = config.width;
+    let expected = [config.num_tokens(), d];
+    let dims = t.dims();
+    if dims == expected {
+        return Ok(t.clone());
+    }
+    let bad = || LoraError::Shape {
+        what: format!("{name} (any square patch grid plus the class token)"),
+        expected: expected.to_vec(),
+        got: dims.to_vec(),
+    };
+    if dims.len() != 2 || dims[1] != d || dims[0] < 2 {
+        return Err(bad());
+    }
+    let n_old = dims[0] - 1;
+    let g_old = (n_old as f64).sqrt().round() as usize;
+    if g_old * g_old != n_old {
+        return Err(bad());
+    }
+    let data = t.flatten_all()?.to_vec1::<f32>()?;
+    let out = interpolate_pos_embed(&data, g_old, config.grid(), d)?;
+    Ok(Tensor::from_vec(
+        out,
+        (config.num_tokens(), d),
+        &Device::Cpu,
+    )?)
+}
+
+/// Resizes position embeddings `(1 + g_old², d)` (class token first, patches
+/// in row-major grid order) to `(1 + g_new², d)`: the class token's row is
+/// kept, the patch rows are resampled bilinearly with PyTorch's
+/// `align_corners = false` convention (sample points at pixel centres,
+/// coordinates clamped at the border).
+///
+/// # Errors
+/// [`LoraError::Shape`] if `pos.len() ≠ (1 + g_old²)·d` or a grid or `d` is 0.
+pub fn interpolate_pos_embed(
+    pos: &[f32],
+    g_old: usize,
+    g_new: usize,
+    d: usize,
+) -> Result<Vec<f32>> {
+    if g_old == 0 || g_new == 0 || d == 0 || pos.len() != (1 + g_old * g_old) * d {
+        return Err(LoraError::Shape {
+            what: "position embeddings (grid sizes and width must be ≥ 1)".into(),
+            expected: vec![1 + g_old * g_old, d],
+            got: vec![pos.len()],
+        });
+    }
+    let mut out = Vec::with_capacity((1 + g_new * g_new) * d);
+    out.extend_from_slice(&pos[..d]);
+    let grid = &pos[d..];
+    let coord = |i: usize| -> (usize, usize, f32) {
+        let src = ((i as f32 + 0.5) * g_old as f32 / g_new as f32 - 0.5).max(0.0);
+        let i0 = (src.floor() as usize).min(g_old - 1);
+        let i1 = (i0 + 1).min(g_old - 1);
+        (i0, i1, src - i0 as f32)
+    };
+    for y in 0..g_new {
+        let (y0, y1, wy) = coord(y);
+        for x in 0..g_new {
+            let (x0, x1, wx) = coord(x);
+            for c in 0..d {
+                let at = |yy: usize, xx: usize| grid[(yy * g_old + xx) * d + c];
+                let top = at(y0, x0) * (1.0 - wx) + at(y0, x1) * wx;
+                let bot = at(y1, x0) * (1.0 - wx) + at(y1, x1) * wx;
+                out.push(top * (1.0 - wy) + bot * wy);
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interpolation_identity_and_constants() {
+        let d = 2;
+        let pos: Vec<f32> = (0..(1 + 9) * d).map(|v| v as f32 * 0.37).collect();
+        assert_eq!(interpolate_pos_embed(&pos, 3, 3, d).unwrap(), pos);
+        assert!(interpolate_pos_embed(&pos, 2, 3, d).is_err());
+        let mut constant = vec![5.0f32; (1 + 4) * d];
+        constant[0] = -1.0;
+        let up = interpolate_pos_embed(&constant, 2, 5, d).unwrap();
+        assert_eq!(up.len(), (1 + 25) * d);
+        assert_eq!(up[0], -1.0);
+        assert!(up[d..].iter().all(|&v| (v - 5.0).abs() < 1e-6));
+    }
+
+    #[test]
+    fn interpolation_two_to_four_by_hand() {
+        // One channel, grid [[0, 1], [2, 3]] → 4×4, align_corners=false:
+        // source coordinate of output i is (i + 0.5)/2 − 0.5 = -0.25, 0.25, 0.75, 1.25,
+        // clamped to 0, 0.25, 0.75, 1 (weights toward index 1: 0, .25, .75, 1).
+        // Value = 2·wy + wx, so row 1 (wy = .25) is [0.5, 0.75, 1.25, 1.5].
+        let pos = vec![9.0, 0.0, 1.0, 2.0, 3.0];
+        let up = interpolate_pos_embed(&pos, 2, 4, 1).unwrap();
+        assert_eq!(up[0], 9.0);
+        let row1 = &up[1 + 4..1 + 8];
+        for (a, b) in row1.iter().zip([0.5, 0.75, 1.25, 1.5]) {
+            assert!((a - b).abs() < 1e-6, "{row1:?}");
+        }
+        assert!((up[16] - 3.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn safetensors_round_trip_is_exact() {
+        let cfg = VitConfig {
+            image_size: 8,
+            in_channels: 1,
+            patch_size: 4,
+            width: 8,
+            depth: 1,
+            heads: 2,
+            mlp_dim: 16,
+            layer_scale: Some(0.5),
+            ln_eps: 1e-6,
+        };
+        let bb = Backbone::random(&cfg, 3).unwrap();
+        let bytes = bb.to_safetensors_bytes(&HashMap::new()).unwrap();
+        let (back, meta) = Backbone::from_safetensors_bytes(&cfg, &bytes, "mem").unwrap();
+        assert!(meta.contains_key(META_CONFIG));
+        for ((n1, t1), (n2, t2)) in bb.iter().zip(back.iter()) {
+            assert_eq!(n1, n2);
+            assert_eq!(
+                t1.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                t2.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+            );
+        }
+        assert_eq!(bb.num_params(), cfg.backbone_params());
+    }
+}

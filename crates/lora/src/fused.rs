@@ -1,0 +1,497 @@
+//! Fused CPU kernels with hand-written backward passes: the frozen linear
+//! map, LayerNorm and the attention softmax.
+//!
+//! * Frozen linear: candle's matmul backward always computes the gradient of
+//!   both operands, so `x·W0ᵀ` with a frozen `W0` would spend a second matmul
+//!   (the size of the forward one) on a weight gradient nobody reads, plus a
+//!   zero-filled buffer for it and for the bias. The op here returns only the
+//!   input gradient `dy·W0`.
+//! * LayerNorm and softmax: composing them from candle primitives costs 9 and
+//!   5 tensor ops forward plus their backward ops, which dominated the small
+//!   presets' step time; candle-nn's own fused versions have no backward pass.
+//! * Exact GELU: candle's backward for `gelu_erf` is a chain of 8 tensor ops;
+//!   here it is one pass.
+//!
+//! The kernels take `f32` input (made contiguous by the wrappers) and are
+//! tested against the composed versions, values and gradients.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Shape, Storage, Tensor, bail};
+
+/// `y = x·Wᵀ + b` for a frozen (untracked) `W` (`out × in`) and `b`; the
+/// backward pass yields only `dx = dy·W`.
+struct FrozenLinearOp {
+    w: Tensor,
+    b: Option<Tensor>,
+}
+
+impl CustomOp1 for FrozenLinearOp {
+    fn name(&self) -> &'static str {
+        "wflora-frozen-linear"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (m, k) = l.shape().dims2()?;
+        let (n, kw) = self.w.dims2()?;
+        if k != kw {
+            bail!("frozen linear: input width {k}, weight {:?}", self.w.dims())
+        }
+        let (w_storage, w_layout) = self.w.storage_and_layout();
+        let Storage::Cpu(ws) = &*w_storage else {
+            bail!("frozen linear: the weight is not on the cpu")
+        };
+        let wt_layout = w_layout.transpose(0, 1)?;
+        let mut out = s.matmul(ws, (1, m, n, k), l, &wt_layout)?;
+        if let Some(b) = &self.b {
+            let (b_storage, b_layout) = b.storage_and_layout();
+            let Storage::Cpu(bs) = &*b_storage else {
+                bail!("frozen linear: the bias is not on the cpu")
+            };
+            let bias = f32_slice(bs, b_layout, "frozen linear bias")?;
+            let CpuStorage::F32(y) = &mut out else {
+                bail!("frozen linear: only f32 is supported")
+            };
+            for row in y.chunks_exact_mut(n) {
+                row.iter_mut().zip(bias).for_each(|(v, bi)| *v += bi);
+            }
+        }
+        Ok((out, Shape::from((m, n))))
+    }
+
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(grad.matmul(&self.w)?))
+    }
+}
+
+/// `x·Wᵀ + b` for 2-D `x` with frozen `w` and `b` (no weight gradients).
+pub(crate) fn frozen_linear(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+) -> candle_core::Result<Tensor> {
+    if x.dtype() != DType::F32 || w.dtype() != DType::F32 {
+        bail!("frozen linear: only f32 is supported")
+    }
+    x.contiguous()?.apply_op1(FrozenLinearOp {
+        w: w.contiguous()?,
+        b: b.map(Tensor::contiguous).transpose()?,
+    })
+}
+
+fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
+    let CpuStorage::F32(v) = s else {
+        bail!("{what}: only f32 is supported")
+    };
+    let Some((start, end)) = l.contiguous_offsets() else {
+        bail!("{what}: input must be contiguous")
+    };
+    Ok(&v[start..end])
+}
+
+/// Runs `f` on the contiguous `f32` values of `t` (borrowed from its
+/// storage, copied only if `t` is not contiguous).
+fn with_f32<R>(
+    t: &Tensor,
+    what: &str,
+    f: impl FnOnce(&[f32]) -> candle_core::Result<R>,
+) -> candle_core::Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cpu(cpu) = &*storage else {
+        bail!("{what}: only cpu tensors are supported")
+    };
+    f(f32_slice(cpu, layout, what)?)
+}
+
+/// LayerNorm over the last dimension: `y = (x − μ)/sqrt(σ² + eps)·w + b`.
+struct LayerNormOp {
+    eps: f32,
+}
+
+impl CustomOp3 for LayerNormOp {
+    fn name(&self) -> &'static str {
+        "wflora-layer-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s1, l1, "layer norm x")?;
+        let w = f32_slice(s2, l2, "layer norm weight")?;
+        let b = f32_slice(s3, l3, "layer norm bias")?;
+        let d = w.len();
+        if d == 0 || b.len() != d || x.len() % d != 0 {
+            bail!("layer norm: shapes x {:?}, w {d}, b {}", l1.dims(), b.len())
+        }
+        let mut y = vec![0f32; x.len()];
+        for (xr, yr) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)) {
+            let (mean, rstd) = moments(xr, self.eps);
+            for i in 0..d {
+                yr[i] = (xr[i] - mean) * rstd * w[i] + b[i];
+            }
+        }
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let d = w.elem_count();
+        let (dx, dw, db) = with_f32(x, "layer norm x", |xv| {
+            with_f32(w, "layer norm weight", |wv| {
+                with_f32(grad, "layer norm grad", |gv| {
+                    Ok(layer_norm_bwd(xv, wv, gv, d, self.eps))
+                })
+            })
+        })?;
+        let dev = x.device();
+        Ok((
+            Some(Tensor::from_vec(dx, x.shape(), dev)?),
+            Some(Tensor::from_vec(dw, d, dev)?),
+            Some(Tensor::from_vec(db, d, dev)?),
+        ))
+    }
+}
+
+/// `(dx, dw, db)` of LayerNorm for rows of width `d`.
+fn layer_norm_bwd(
+    xv: &[f32],
+    wv: &[f32],
+    gv: &[f32],
+    d: usize,
+    eps: f32,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let mut dx = vec![0f32; xv.len()];
+    let mut dw = vec![0f32; d];
+    let mut db = vec![0f32; d];
+    let mut xhat = vec![0f32; d];
+    let mut gxhat = vec![0f32; d];
+    for ((xr, gr), dxr) in xv
+        .chunks_exact(d)
+        .zip(gv.chunks_exact(d))
+        .zip(dx.chunks_exact_mut(d))
+    {
+        let (mean, rstd) = moments(xr, eps);
+        let (mut m1, mut m2) = (0f32, 0f32);
+        for i in 0..d {
+            xhat[i] = (xr[i] - mean) * rstd;
+            gxhat[i] = gr[i] * wv[i];
+            m1 += gxhat[i];
+            m2 += gxhat[i] * xhat[i];
+            dw[i] += gr[i] * xhat[i];
+            db[i] += gr[i];
+        }
+        let (m1, m2) = (m1 / d as f32, m2 / d as f32);
+        for i in 0..d {
+            dxr[i] = rstd * (gxhat[i] - m1 - xhat[i] * m2);
+        }
+    }
+    (dx, dw, db)
+}
+
+/// Mean and `1/sqrt(var + eps)` of a row (two passes, for accuracy).
+fn moments(x: &[f32], eps: f32) -> (f32, f32) {
+    let n = x.len() as f32;
+    let mean = x.iter().sum::<f32>() / n;
+    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    (mean, 1.0 / (var + eps).sqrt())
+}
+
+/// Fused LayerNorm over the last dimension with a hand-written backward.
+pub(crate) fn layer_norm(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    eps: f64,
+) -> candle_core::Result<Tensor> {
+    if x.dtype() != DType::F32 {
+        bail!("layer norm: only f32 is supported, got {:?}", x.dtype())
+    }
+    x.contiguous()?.apply_op3(
+        &w.contiguous()?,
+        &b.contiguous()?,
+        LayerNormOp { eps: eps as f32 },
+    )
+}
+
+/// Softmax over the last dimension.
+struct SoftmaxOp;
+
+impl CustomOp1 for SoftmaxOp {
+    fn name(&self) -> &'static str {
+        "wflora-softmax"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s, l, "softmax")?;
+        let d = l.dims().last().copied().unwrap_or(0);
+        if d == 0 {
+            bail!("softmax: empty last dimension")
+        }
+        let mut y = vec![0f32; x.len()];
+        for (xr, yr) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)) {
+            let max = xr.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0f32;
+            for (yi, &xi) in yr.iter_mut().zip(xr) {
+                *yi = (xi - max).exp();
+                sum += *yi;
+            }
+            let inv = 1.0 / sum;
+            yr.iter_mut().for_each(|v| *v *= inv);
+        }
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        // dx = y ⊙ (dy − Σ_j dy_j y_j), row by row.
+        let d = x.dims().last().copied().unwrap_or(1);
+        let dx = with_f32(res, "softmax output", |y| {
+            with_f32(grad, "softmax grad", |g| {
+                let mut dx = vec![0f32; y.len()];
+                for ((yr, gr), dr) in y
+                    .chunks_exact(d)
+                    .zip(g.chunks_exact(d))
+                    .zip(dx.chunks_exact_mut(d))
+                {
+                    let dot: f32 = yr.iter().zip(gr).map(|(a, b)| a * b).sum();
+                    for i in 0..d {
+                        dr[i] = yr[i] * (gr[i] - dot);
+                    }
+                }
+                Ok(dx)
+            })
+        })?;
+        Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
+    }
+}
+
+/// Exact GELU `x·Φ(x)` with `Φ` the standard normal cdf (via candle's `erf`).
+struct GeluOp;
+
+const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
+
+fn normal_cdf(x: f32) -> f32 {
+    0.5 * (1.0 + candle_core::cpu::erf::erf_f32(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+impl CustomOp1 for GeluOp {
+    fn name(&self) -> &'static str {
+        "wflora-gelu"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s, l, "gelu")?;
+        let y: Vec<f32> = x.iter().map(|&v| v * normal_cdf(v)).collect();
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        // d/dx x·Φ(x) = Φ(x) + x·φ(x), φ(x) = exp(−x²/2)/√(2π).
+        let dx = with_f32(x, "gelu input", |xv| {
+            with_f32(grad, "gelu grad", |g| {
+                Ok(xv
+                    .iter()
+                    .zip(g)
+                    .map(|(&v, &gi)| {
+                        gi * (normal_cdf(v) + v * FRAC_1_SQRT_2PI * (-0.5 * v * v).exp())
+                    })
+                    .collect::<Vec<f32>>())
+            })
+        })?;
+        Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
+    }
+}
+
+/// Fused exact GELU with a hand-written backward.
+pub(crate) fn gelu(x: &Tensor) -> candle_core::Result<Tensor> {
+    if x.dtype() != DType::F32 {
+        bail!("gelu: only f32 is supported, got {:?}", x.dtype())
+    }
+    x.contiguous()?.apply_op1(GeluOp)
+}
+
+/// Fused softmax over the last dimension with a hand-written backward.
+pub(crate) fn softmax_last(x: &Tensor) -> candle_core::Result<Tensor> {
+    if x.dtype() != DType::F32 {
+        bail!("softmax: only f32 is supported, got {:?}", x.dtype())
+    }
+    x.contiguous()?.apply_op1(SoftmaxOp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{D, Device, Var};
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    fn rand_var(shape: &[usize], rng: &mut StdRng) -> Var {
+        let n = shape.iter().product();
+        let v: Vec<f32> = (0..n).map(|_| rng.random_range(-2.0..2.0)).collect();
+        Var::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    /// The reference: LayerNorm composed from candle primitives (autograd).
+    fn layer_norm_composed(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Tensor {
+        let mean = x.mean_keepdim(D::Minus1).unwrap();
+        let xc = x.broadcast_sub(&mean).unwrap();
+        let var = xc.sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
+        let xn = xc
+            .broadcast_div(&(var + eps).unwrap().sqrt().unwrap())
+            .unwrap();
+        xn.broadcast_mul(w).unwrap().broadcast_add(b).unwrap()
+    }
+
+    fn softmax_composed(x: &Tensor) -> Tensor {
+        let max = x.max_keepdim(D::Minus1).unwrap();
+        let e = x.broadcast_sub(&max).unwrap().exp().unwrap();
+        e.broadcast_div(&e.sum_keepdim(D::Minus1).unwrap()).unwrap()
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    #[test]
+    fn layer_norm_matches_composed_values_and_gradients() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let x = rand_var(&[3, 5, 6], &mut rng);
+        let w = rand_var(&[6], &mut rng);
+        let b = rand_var(&[6], &mut rng);
+        // A random linear functional of the output, so every gradient entry matters.
+        let probe = rand_var(&[3, 5, 6], &mut rng);
+        let y1 = layer_norm(&x, &w, &b, 1e-5).unwrap();
+        let y2 = layer_norm_composed(&x, &w, &b, 1e-5);
+        assert!(max_diff(&y1, &y2) < 1e-5);
+        let g1 = (y1 * probe.as_tensor())
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let g2 = (y2 * probe.as_tensor())
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        for v in [&x, &w, &b] {
+            let d = max_diff(g1.get(v).unwrap(), g2.get(v).unwrap());
+            assert!(d < 1e-4, "{d}");
+        }
+    }
+
+    #[test]
+    fn softmax_matches_composed_values_and_gradients() {
+        let mut rng = StdRng::seed_from_u64(2);
+        let x = rand_var(&[2, 3, 4, 7], &mut rng);
+        let probe = rand_var(&[2, 3, 4, 7], &mut rng);
+        let y1 = softmax_last(&x).unwrap();
+        let y2 = softmax_composed(&x);
+        assert!(max_diff(&y1, &y2) < 1e-6);
+        let g1 = (y1 * probe.as_tensor())
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let g2 = (y2 * probe.as_tensor())
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        assert!(max_diff(g1.get(&x).unwrap(), g2.get(&x).unwrap()) < 1e-5);
+    }
+
+    #[test]
+    fn frozen_linear_matches_matmul_and_passes_input_gradients_only() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let x = rand_var(&[7, 5], &mut rng);
+        let w = rand_var(&[4, 5], &mut rng).as_detached_tensor();
+        let b = rand_var(&[4], &mut rng).as_detached_tensor();
+        let probe = rand_var(&[7, 4], &mut rng);
+        let y1 = frozen_linear(&x, &w, Some(&b)).unwrap();
+        let y2 = x
+            .matmul(&w.t().unwrap())
+            .unwrap()
+            .broadcast_add(&b)
+            .unwrap();
+        assert!(max_diff(&y1, &y2) < 1e-5);
+        let g1 = (y1 * probe.as_tensor())
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let g2 = (y2 * probe.as_tensor())
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        assert!(max_diff(g1.get(&x).unwrap(), g2.get(&x).unwrap()) < 1e-5);
+        assert!(g1.get(&w).is_none());
+        let no_bias = frozen_linear(&x, &w, None).unwrap();
+        assert!(max_diff(&no_bias, &x.matmul(&w.t().unwrap()).unwrap()) < 1e-5);
+    }
+
+    #[test]
+    fn gelu_matches_candle_values_and_gradients() {
+        let mut rng = StdRng::seed_from_u64(4);
+        let x = rand_var(&[6, 9], &mut rng);
+        let probe = rand_var(&[6, 9], &mut rng);
+        let y1 = gelu(&x).unwrap();
+        let y2 = x.gelu_erf().unwrap();
+        assert!(max_diff(&y1, &y2) < 1e-6);
+        let g1 = (y1 * probe.as_tensor())
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let g2 = (y2 * probe.as_tensor())
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        assert!(max_diff(g1.get(&x).unwrap(), g2.get(&x).unwrap()) < 1e-5);
+        // Hand values: GELU(0) = 0, GELU'(0) = 1/2, GELU(1) = Φ(1) = 0.841345.
+        let v = gelu(&Tensor::new(&[0f32, 1.0], &Device::Cpu).unwrap()).unwrap();
+        let v = v.to_vec1::<f32>().unwrap();
+        assert!(v[0].abs() < 1e-7 && (v[1] - 0.841_345).abs() < 1e-5);
+    }
+
+    #[test]
+    fn non_f32_input_is_an_error() {
+        let x = Tensor::zeros((2, 3), DType::F64, &Device::Cpu).unwrap();
+        assert!(softmax_last(&x).is_err());
+        assert!(gelu(&x).is_err());
+        let w = Tensor::ones(3, DType::F64, &Device::Cpu).unwrap();
+        assert!(layer_norm(&x, &w, &w, 1e-5).is_err());
+    }
+}

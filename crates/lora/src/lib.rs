@@ -1,0 +1,101 @@
+//! LoRA vision transformers on candle for the wflora simulations.
+//!
+//! This crate is the only part of the workspace that touches tensors and
+//! autograd. It provides a small, self-contained ViT (patch embedding, class
+//! token, learned position embeddings, pre-norm blocks with multi-head
+//! self-attention and a GELU MLP, optional LayerScale, final LayerNorm, a
+//! linear head on the class token) whose q/k/v/o and MLP weights can carry
+//! LoRA adapters `W0 + (α/r)·B·A` ([`LoraLinear`], applied unmerged; `W0` is
+//! never scaled). Around it: the orthogonality regulariser of METHOD §1
+//! ([`orthogonality_penalty`], plain and scale-invariant), a client's local
+//! trainer ([`LocalTrainer`]: `E` steps of AdamW or SGD on caller-supplied
+//! mini-batches, cross-entropy + `ζ`·regulariser) and evaluation
+//! ([`evaluate`]), pre-training of the default backbone with a content-keyed
+//! safetensors cache ([`cached_pretrain`]), and loading of Hugging Face ViT
+//! and DINOv2 checkpoints ([`load_hf_backbone`]).
+//!
+//! The exchange with the rest of the workspace is plain data: LoRA factors
+//! and the head go in and out as `ndarray` matrices under stable names such as
+//! `blocks.3.attn.q` ([`VitModel::factors`], [`VitModel::set_factors`]), and
+//! images come in as `&[f32]` NCHW slices ([`Batch`]). One frozen
+//! [`Backbone`] behind an `Arc` serves any number of client models without
+//! copying its weights.
+//!
+//! What the crate deliberately knows nothing about: federated rounds,
+//! aggregation, sparsification, channels, latency and data sets. It does not
+//! decide which client trains when or what is sent; it only trains what it is
+//! given and reports FLOP counts ([`VitConfig::flops_per_sample`]) for the
+//! latency model to use.
+//!
+//! Performance notes (CPU, candle 0.11): the frozen linear maps, LayerNorm,
+//! the attention softmax and GELU run as fused kernels with hand-written
+//! backward passes (candle's matmul backward would otherwise also compute
+//! the unused gradient of every frozen weight). candle's element-wise thread
+//! pool spins while waiting, which wastes most of the CPU on a shared or
+//! oversubscribed machine: simulations with many clients do better with
+//! `RAYON_NUM_THREADS=1` and clients trained in parallel threads. Large
+//! per-step allocations are returned to the OS by glibc and faulted in again
+//! every step; `GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824`
+//! removed that (+5 % for `tiny`, +20 % for ViT-S/14 at 56×56 in the crate's bench).
+//!
+//! Presets: [`VitConfig::tiny`] (the embedded default, 28×28 grey input),
+//! [`VitConfig::vit_s14`] (DINOv2-small shapes) and [`VitConfig::vit_b16`]
+//! (ViT-Base/16 shapes).
+//!
+//! ```
+//! use std::sync::Arc;
+//! use wflora_lora::{
+//!     Backbone, Batch, FineTuneMode, LocalTrainer, LoraConfig, TrainOptions, VitConfig,
+//!     VitModel,
+//! };
+//!
+//! # fn main() -> wflora_lora::Result<()> {
+//! let config = VitConfig::tiny();
+//! let backbone = Arc::new(Backbone::random(&config, 0)?);
+//! let mut client = VitModel::new(
+//!     backbone.clone(),
+//!     FineTuneMode::Lora(LoraConfig::with_rank(4)),
+//!     10,
+//!     1,
+//! )?;
+//! // B starts at zero: the adapters do not change the backbone's output yet.
+//! assert!(client.factors()?.iter().all(|f| f.b.iter().all(|&v| v == 0.0)));
+//!
+//! let images = vec![0.5f32; 2 * 28 * 28];
+//! let labels = [3u32, 7];
+//! let batch = Batch::new(&images, &labels, [2, 1, 28, 28])?;
+//! let mut trainer = LocalTrainer::new(TrainOptions::default())?;
+//! let update = trainer.train(&mut client, &[batch, batch])?;
+//! assert_eq!(update.steps, 2);
+//! assert_eq!(update.factors[0].name, "blocks.0.attn.q");
+//! assert_eq!(update.factors[0].b.dim(), (64, 4));
+//! # Ok(())
+//! # }
+//! ```
+mod backbone;
+mod config;
+mod convert;
+mod error;
+mod fused;
+mod hf;
+mod lora_linear;
+mod model;
+mod pretrain;
+mod regularizer;
+mod train;
+
+pub use backbone::{Backbone, META_CONFIG, expected_shapes, interpolate_pos_embed};
+pub use config::{FineTuneMode, LoraConfig, LoraTarget, PRESET_NAMES, VitConfig};
+pub use error::{LoraError, Result};
+pub use hf::{HfLayout, load_hf_backbone, load_hf_backbone_bytes};
+pub use lora_linear::{LoraAdapter, LoraLinear};
+pub use model::{AdapterFactors, HeadParams, VitModel};
+pub use pretrain::{
+    CachedBackbone, KIND_PRETRAINED, META_FINAL_LOSS, META_KEY, META_KIND, PretrainOutcome,
+    PretrainSchedule, cached_pretrain, pretrain, pretrain_cache_key,
+};
+pub use regularizer::{NORM_EPS, RegulariserKind, orthogonality_penalty, orthogonality_value};
+pub use train::{
+    AdamWParams, Batch, EvalResult, LocalTrainer, LocalUpdate, OptimizerKind, TrainOptions,
+    evaluate,
+};

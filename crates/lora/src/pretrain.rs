@@ -1,0 +1,317 @@
+//! Pre-training of the default backbone on a source task, with a content-keyed cache.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::backbone::Backbone;
+use crate::config::{FineTuneMode, VitConfig};
+use crate::error::{LoraError, Result};
+use crate::model::VitModel;
+use crate::train::{AdamWParams, Batch, LocalTrainer, OptimizerKind, TrainOptions};
+
+/// Metadata key marking our cache files.
+pub const META_KIND: &str = "wflora.kind";
+/// Value of [`META_KIND`] for pre-trained backbones.
+pub const KIND_PRETRAINED: &str = "pretrained-backbone";
+/// Metadata key holding the full cache key.
+pub const META_KEY: &str = "wflora.key";
+/// Metadata key holding the mean loss of the last tenth of the steps.
+pub const META_FINAL_LOSS: &str = "wflora.final_loss";
+
+/// How to pre-train: AdamW on random mini-batches (epoch-wise shuffles) of
+/// the source set, linear warm-up then cosine decay of the learning rate to 0.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PretrainSchedule {
+    /// Optimizer steps.
+    pub steps: usize,
+    /// Images per step.
+    pub batch_size: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Decoupled weight decay.
+    pub weight_decay: f64,
+    /// Linear warm-up steps (≤ `steps`).
+    pub warmup_steps: usize,
+    /// Classes of the source task (labels must be below it).
+    pub source_classes: usize,
+}
+
+impl PretrainSchedule {
+    /// Checks every field.
+    ///
+    /// # Errors
+    /// [`LoraError::InvalidConfig`] naming the field.
+    pub fn validate(&self) -> Result<()> {
+        let bad =
+            |field: &'static str, reason: String| Err(LoraError::InvalidConfig { field, reason });
+        if self.steps == 0 {
+            return bad("schedule.steps", "must be at least 1".into());
+        }
+        if self.batch_size == 0 {
+            return bad("schedule.batch_size", "must be at least 1".into());
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad("schedule.lr", format!("{} must be finite and > 0", self.lr));
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return bad(
+                "schedule.weight_decay",
+                format!("{} must be finite and ≥ 0", self.weight_decay),
+            );
+        }
+        if self.warmup_steps > self.steps {
+            return bad(
+                "schedule.warmup_steps",
+                format!("{} exceeds steps {}", self.warmup_steps, self.steps),
+            );
+        }
+        if self.source_classes == 0 {
+            return bad("schedule.source_classes", "must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// Learning rate of step `t` (0-based): `lr·(t+1)/warmup` during warm-up,
+    /// then `lr·½(1 + cos(π·s))` with `s` the fraction of the remaining steps done.
+    #[must_use]
+    pub fn lr_at(&self, t: usize) -> f64 {
+        if t < self.warmup_steps {
+            return self.lr * (t + 1) as f64 / self.warmup_steps as f64;
+        }
+        let rest = (self.steps - self.warmup_steps).max(1) as f64;
+        let s = (t - self.warmup_steps) as f64 / rest;
+        self.lr * 0.5 * (1.0 + (std::f64::consts::PI * s).cos())
+    }
+}
+
+/// The result of [`pretrain`].
+#[derive(Clone, Debug)]
+pub struct PretrainOutcome {
+    /// The trained backbone (the source head is dropped).
+    pub backbone: Arc<Backbone>,
+    /// Mean training loss over the last tenth of the steps.
+    pub final_loss: f64,
+}
+
+/// Trains the whole ViT (every weight plus a source head) from a seeded
+/// random init on `data` and returns the backbone.
+///
+/// # Errors
+/// Invalid configuration or schedule, an empty set, labels not below
+/// `source_classes`, or an image shape that does not match `config`.
+pub fn pretrain(
+    config: &VitConfig,
+    data: &Batch<'_>,
+    schedule: &PretrainSchedule,
+    seed: u64,
+) -> Result<PretrainOutcome> {
+    config.validate()?;
+    schedule.validate()?;
+    if data.is_empty() {
+        return Err(LoraError::InvalidInput {
+            what: "pre-training set",
+            reason: "no images".into(),
+        });
+    }
+    let backbone = Arc::new(Backbone::random(config, seed)?);
+    let mut model = VitModel::new(
+        backbone,
+        FineTuneMode::Full,
+        schedule.source_classes,
+        seed.wrapping_add(1),
+    )?;
+    let mut trainer = LocalTrainer::new(TrainOptions {
+        optimizer: OptimizerKind::AdamW(AdamWParams {
+            lr: schedule.lr,
+            weight_decay: schedule.weight_decay,
+            ..AdamWParams::default()
+        }),
+        keep_optimizer_state: true,
+        ..TrainOptions::default()
+    })?;
+    let mut rng = StdRng::seed_from_u64(seed.wrapping_add(2));
+    let [n, c, h, w] = data.shape();
+    let per = c * h * w;
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut cursor = n;
+    let bs = schedule.batch_size.min(n);
+    let (mut images, mut labels) = (Vec::with_capacity(bs * per), Vec::with_capacity(bs));
+    let tail_from = schedule.steps - schedule.steps.div_ceil(10);
+    let (mut tail_sum, mut tail_n) = (0.0, 0usize);
+    for step in 0..schedule.steps {
+        images.clear();
+        labels.clear();
+        while labels.len() < bs {
+            if cursor == n {
+                order.shuffle(&mut rng);
+                cursor = 0;
+            }
+            let i = order[cursor];
+            cursor += 1;
+            images.extend_from_slice(&data.images()[i * per..(i + 1) * per]);
+            labels.push(data.labels()[i]);
+        }
+        let batch = Batch::new(&images, &labels, [bs, c, h, w])?;
+        trainer.set_lr(schedule.lr_at(step))?;
+        let up = trainer.train(&mut model, &[batch])?;
+        if step >= tail_from {
+            tail_sum += up.mean_task_loss;
+            tail_n += 1;
+        }
+    }
+    Ok(PretrainOutcome {
+        backbone: Arc::new(model.current_backbone()?),
+        final_loss: tail_sum / tail_n.max(1) as f64,
+    })
+}
+
+/// The cache key of a pre-training run: SHA-256 (hex) over a version tag,
+/// the JSON of `config` and `schedule`, the seed, the data shape and the
+/// little-endian bytes of every image value and label.
+///
+/// # Errors
+/// Serialisation errors only.
+pub fn pretrain_cache_key(
+    config: &VitConfig,
+    data: &Batch<'_>,
+    schedule: &PretrainSchedule,
+    seed: u64,
+) -> Result<String> {
+    let mut h = Sha256::new();
+    h.update(b"wflora-pretrain-v1\0");
+    h.update(json(config)?.as_bytes());
+    h.update(b"\0");
+    h.update(json(schedule)?.as_bytes());
+    h.update(b"\0");
+    h.update(seed.to_le_bytes());
+    for d in data.shape() {
+        h.update((d as u64).to_le_bytes());
+    }
+    for v in data.images() {
+        h.update(v.to_le_bytes());
+    }
+    for l in data.labels() {
+        h.update(l.to_le_bytes());
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn json<T: Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| LoraError::InvalidConfig {
+        field: "cache key",
+        reason: e.to_string(),
+    })
+}
+
+/// A backbone from [`cached_pretrain`].
+#[derive(Clone, Debug)]
+pub struct CachedBackbone {
+    /// The backbone.
+    pub backbone: Arc<Backbone>,
+    /// The cache file it was read from or written to.
+    pub path: PathBuf,
+    /// Whether it was read from the cache (no training happened).
+    pub from_cache: bool,
+    /// Mean training loss over the last tenth of the steps (recorded in the file).
+    pub final_loss: f64,
+}
+
+/// [`pretrain`] with a cache: the weights live in
+/// `cache_dir/pretrain-<first 32 hex digits of the key>.safetensors`
+/// (key: [`pretrain_cache_key`]). A hit loads them; a miss trains and writes
+/// the file atomically (temporary file, then rename).
+///
+/// Policy for a bad file: an existing file at the cache path that does not
+/// parse, is truncated, was not written by us, or records another key is an
+/// error ([`LoraError::CorruptCache`] naming the file). It is never
+/// overwritten or retrained over silently: delete it to retrain.
+///
+/// # Errors
+/// As [`pretrain`], plus [`LoraError::Io`] and [`LoraError::CorruptCache`].
+pub fn cached_pretrain(
+    cache_dir: &Path,
+    config: &VitConfig,
+    data: &Batch<'_>,
+    schedule: &PretrainSchedule,
+    seed: u64,
+) -> Result<CachedBackbone> {
+    config.validate()?;
+    schedule.validate()?;
+    let key = pretrain_cache_key(config, data, schedule, seed)?;
+    let path = cache_dir.join(format!("pretrain-{}.safetensors", &key[..32]));
+    if path.exists() {
+        return load_cached(config, &path, &key);
+    }
+    let out = pretrain(config, data, schedule, seed)?;
+    std::fs::create_dir_all(cache_dir).map_err(|source| LoraError::Io {
+        path: cache_dir.to_owned(),
+        source,
+    })?;
+    let meta = HashMap::from([
+        (META_KIND.to_owned(), KIND_PRETRAINED.to_owned()),
+        (META_KEY.to_owned(), key.clone()),
+        (META_FINAL_LOSS.to_owned(), out.final_loss.to_string()),
+    ]);
+    let bytes = out.backbone.to_safetensors_bytes(&meta)?;
+    let tmp = cache_dir.join(format!(
+        ".pretrain-{}.tmp-{}",
+        &key[..32],
+        std::process::id()
+    ));
+    let io = |source| LoraError::Io {
+        path: tmp.clone(),
+        source,
+    };
+    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    f.write_all(&bytes).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    drop(f);
+    std::fs::rename(&tmp, &path).map_err(|source| LoraError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(CachedBackbone {
+        backbone: out.backbone,
+        path,
+        from_cache: false,
+        final_loss: out.final_loss,
+    })
+}
+
+fn load_cached(config: &VitConfig, path: &Path, key: &str) -> Result<CachedBackbone> {
+    let corrupt = |reason: String| LoraError::CorruptCache {
+        path: path.to_owned(),
+        reason,
+    };
+    let bytes = std::fs::read(path).map_err(|source| LoraError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let (backbone, meta) =
+        Backbone::from_safetensors_bytes(config, &bytes, &path.display().to_string())
+            .map_err(|e| corrupt(e.to_string()))?;
+    if meta.get(META_KIND).map(String::as_str) != Some(KIND_PRETRAINED) {
+        return Err(corrupt("not a wflora pre-training cache file".into()));
+    }
+    if meta.get(META_KEY).map(String::as_str) != Some(key) {
+        return Err(corrupt("it records another cache key".into()));
+    }
+    let final_loss = meta
+        .get(META_FINAL_LOSS)
+        .and_then(|s| s.parse::<f64>().ok())
+        .ok_or_else(|| corrupt(format!("missing or unreadable `{META_FINAL_LOSS}`")))?;
+    Ok(CachedBackbone {
+        backbone: Arc::new(backbone),
+        path: path.to_owned(),
+        from_cache: true,
+        final_loss,
+    })
+}

@@ -1,0 +1,450 @@
+//! Local training (the client's `E` steps) and evaluation.
+
+use candle_core::{DType, Device, Tensor, TensorId};
+use candle_nn::Optimizer;
+use serde::{Deserialize, Serialize};
+
+use crate::config::FineTuneMode;
+use crate::error::{LoraError, Result};
+use crate::model::{AdapterFactors, HeadParams, VitModel};
+use crate::regularizer::RegulariserKind;
+
+/// A borrowed set of images with labels: `images` is `N·C·H·W` `f32` values
+/// in NCHW order, `labels` has `N` class indices.
+#[derive(Clone, Copy, Debug)]
+pub struct Batch<'a> {
+    images: &'a [f32],
+    labels: &'a [u32],
+    shape: [usize; 4],
+}
+
+impl<'a> Batch<'a> {
+    /// Checks that the slices match `shape = [N, C, H, W]`.
+    ///
+    /// # Errors
+    /// [`LoraError::InvalidInput`] naming `images` or `labels`.
+    pub fn new(images: &'a [f32], labels: &'a [u32], shape: [usize; 4]) -> Result<Self> {
+        let n: usize = shape.iter().product();
+        if images.len() != n {
+            return Err(LoraError::InvalidInput {
+                what: "images",
+                reason: format!(
+                    "{} values do not fill shape {shape:?} ({n} values)",
+                    images.len()
+                ),
+            });
+        }
+        if labels.len() != shape[0] {
+            return Err(LoraError::InvalidInput {
+                what: "labels",
+                reason: format!("{} labels for {} images", labels.len(), shape[0]),
+            });
+        }
+        Ok(Self {
+            images,
+            labels,
+            shape,
+        })
+    }
+
+    /// Number of images.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.shape[0]
+    }
+
+    /// Whether there are no images.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.shape[0] == 0
+    }
+
+    /// `[N, C, H, W]`.
+    #[must_use]
+    pub fn shape(&self) -> [usize; 4] {
+        self.shape
+    }
+
+    /// The image values.
+    #[must_use]
+    pub fn images(&self) -> &'a [f32] {
+        self.images
+    }
+
+    /// The labels.
+    #[must_use]
+    pub fn labels(&self) -> &'a [u32] {
+        self.labels
+    }
+
+    /// Images `start .. start + len` (clamped to the end).
+    #[must_use]
+    pub fn slice(&self, start: usize, len: usize) -> Batch<'a> {
+        let start = start.min(self.len());
+        let end = (start + len).min(self.len());
+        let per: usize = self.shape[1..].iter().product();
+        Batch {
+            images: &self.images[start * per..end * per],
+            labels: &self.labels[start..end],
+            shape: [end - start, self.shape[1], self.shape[2], self.shape[3]],
+        }
+    }
+
+    /// Image and label tensors, checking labels against `num_classes`.
+    pub(crate) fn tensors(&self, num_classes: usize) -> Result<(Tensor, Tensor)> {
+        if let Some(&bad) = self.labels.iter().find(|&&l| l as usize >= num_classes) {
+            return Err(LoraError::InvalidInput {
+                what: "labels",
+                reason: format!("label {bad} is not below num_classes {num_classes}"),
+            });
+        }
+        let x = Tensor::from_slice(self.images, self.shape.to_vec(), &Device::Cpu)?;
+        let y = Tensor::from_slice(self.labels, self.labels.len(), &Device::Cpu)?;
+        Ok((x, y))
+    }
+}
+
+/// AdamW hyper-parameters (decoupled weight decay, as in candle-nn and PyTorch).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AdamWParams {
+    /// Learning rate.
+    pub lr: f64,
+    /// First-moment decay.
+    pub beta1: f64,
+    /// Second-moment decay.
+    pub beta2: f64,
+    /// Denominator guard.
+    pub eps: f64,
+    /// Decoupled weight decay.
+    pub weight_decay: f64,
+}
+
+impl Default for AdamWParams {
+    /// `lr = 1e-3`, betas `(0.9, 0.999)`, `eps = 1e-8`, no weight decay (the
+    /// usual choice for LoRA factors).
+    fn default() -> Self {
+        Self {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        }
+    }
+}
+
+/// The local optimizer.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimizerKind {
+    /// AdamW.
+    AdamW(AdamWParams),
+    /// Plain SGD without momentum.
+    Sgd {
+        /// Learning rate.
+        lr: f64,
+    },
+}
+
+impl OptimizerKind {
+    /// The learning rate.
+    #[must_use]
+    pub fn lr(&self) -> f64 {
+        match self {
+            Self::AdamW(p) => p.lr,
+            Self::Sgd { lr } => *lr,
+        }
+    }
+}
+
+/// Options of [`LocalTrainer`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainOptions {
+    /// Optimizer and its hyper-parameters.
+    pub optimizer: OptimizerKind,
+    /// Weight `ζ` of the orthogonality regulariser (0 for the baselines).
+    pub zeta: f64,
+    /// Which regulariser form.
+    pub regulariser: RegulariserKind,
+    /// Keep the optimizer state (AdamW moments, step count) between calls of
+    /// [`LocalTrainer::train`]. Off by default: each round starts a fresh
+    /// optimizer, since the factors it would continue from were replaced by
+    /// the server's aggregate.
+    pub keep_optimizer_state: bool,
+}
+
+impl Default for TrainOptions {
+    /// AdamW with [`AdamWParams::default`], `ζ = 0`, plain regulariser,
+    /// state reset each round.
+    fn default() -> Self {
+        Self {
+            optimizer: OptimizerKind::AdamW(AdamWParams::default()),
+            zeta: 0.0,
+            regulariser: RegulariserKind::Plain,
+            keep_optimizer_state: false,
+        }
+    }
+}
+
+impl TrainOptions {
+    /// Checks learning rate, betas and `ζ`.
+    ///
+    /// # Errors
+    /// [`LoraError::InvalidConfig`] naming the field.
+    pub fn validate(&self) -> Result<()> {
+        let lr = self.optimizer.lr();
+        if !(lr.is_finite() && lr > 0.0) {
+            return Err(LoraError::InvalidConfig {
+                field: "optimizer.lr",
+                reason: format!("{lr} must be finite and > 0"),
+            });
+        }
+        if let OptimizerKind::AdamW(p) = &self.optimizer {
+            for (field, v) in [("optimizer.beta1", p.beta1), ("optimizer.beta2", p.beta2)] {
+                if !(0.0..1.0).contains(&v) {
+                    return Err(LoraError::InvalidConfig {
+                        field,
+                        reason: format!("{v} must lie in [0, 1)"),
+                    });
+                }
+            }
+            if !(p.eps.is_finite() && p.eps > 0.0) {
+                return Err(LoraError::InvalidConfig {
+                    field: "optimizer.eps",
+                    reason: format!("{} must be finite and > 0", p.eps),
+                });
+            }
+            if !(p.weight_decay.is_finite() && p.weight_decay >= 0.0) {
+                return Err(LoraError::InvalidConfig {
+                    field: "optimizer.weight_decay",
+                    reason: format!("{} must be finite and ≥ 0", p.weight_decay),
+                });
+            }
+        }
+        if !(self.zeta.is_finite() && self.zeta >= 0.0) {
+            return Err(LoraError::InvalidConfig {
+                field: "zeta",
+                reason: format!("{} must be finite and ≥ 0", self.zeta),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// What a client sends back after local training.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LocalUpdate {
+    /// The new LoRA factors (empty outside LoRA mode).
+    pub factors: Vec<AdapterFactors>,
+    /// The new head.
+    pub head: HeadParams,
+    /// Mean training objective (task loss + `ζ`·regulariser) over the steps,
+    /// each measured before its update.
+    pub mean_loss: f64,
+    /// Mean cross-entropy alone.
+    pub mean_task_loss: f64,
+    /// Steps taken (= batches supplied).
+    pub steps: usize,
+}
+
+#[derive(Debug)]
+enum Opt {
+    AdamW(candle_nn::AdamW),
+    Sgd(candle_nn::SGD),
+}
+
+impl Opt {
+    fn new(kind: &OptimizerKind, vars: Vec<candle_core::Var>) -> Result<Self> {
+        Ok(match kind {
+            OptimizerKind::AdamW(p) => Self::AdamW(candle_nn::AdamW::new(
+                vars,
+                candle_nn::ParamsAdamW {
+                    lr: p.lr,
+                    beta1: p.beta1,
+                    beta2: p.beta2,
+                    eps: p.eps,
+                    weight_decay: p.weight_decay,
+                },
+            )?),
+            OptimizerKind::Sgd { lr } => Self::Sgd(candle_nn::SGD::new(vars, *lr)?),
+        })
+    }
+
+    fn backward_step(&mut self, loss: &Tensor) -> Result<()> {
+        match self {
+            Self::AdamW(o) => o.backward_step(loss)?,
+            Self::Sgd(o) => o.backward_step(loss)?,
+        }
+        Ok(())
+    }
+
+    fn set_lr(&mut self, lr: f64) {
+        match self {
+            Self::AdamW(o) => o.set_learning_rate(lr),
+            Self::Sgd(o) => o.set_learning_rate(lr),
+        }
+    }
+}
+
+/// The training objective of one batch: cross-entropy plus `ζ`·regulariser.
+/// Returns `(objective, task loss)`.
+pub(crate) fn objective(
+    model: &VitModel,
+    batch: &Batch<'_>,
+    zeta: f64,
+    kind: RegulariserKind,
+) -> Result<(Tensor, Tensor)> {
+    let (x, y) = batch.tensors(model.num_classes())?;
+    let logits = model.forward(&x)?;
+    let task = candle_nn::loss::cross_entropy(&logits, &y)?;
+    let total = if zeta > 0.0 && matches!(model.mode(), FineTuneMode::Lora(_)) {
+        (&task + model.regulariser(kind)?.affine(zeta, 0.0)?)?
+    } else {
+        task.clone()
+    };
+    Ok((total, task))
+}
+
+/// Runs local steps on a client model; optionally keeps optimizer state.
+#[derive(Debug)]
+pub struct LocalTrainer {
+    options: TrainOptions,
+    state: Option<(Vec<TensorId>, Opt)>,
+}
+
+impl LocalTrainer {
+    /// A trainer with validated options.
+    ///
+    /// # Errors
+    /// See [`TrainOptions::validate`].
+    pub fn new(options: TrainOptions) -> Result<Self> {
+        options.validate()?;
+        Ok(Self {
+            options,
+            state: None,
+        })
+    }
+
+    /// The options.
+    #[must_use]
+    pub fn options(&self) -> &TrainOptions {
+        &self.options
+    }
+
+    /// Changes the learning rate used from the next call on (kept optimizer
+    /// state is preserved).
+    ///
+    /// # Errors
+    /// [`LoraError::InvalidConfig`] unless `lr` is finite and > 0.
+    pub fn set_lr(&mut self, lr: f64) -> Result<()> {
+        if !(lr.is_finite() && lr > 0.0) {
+            return Err(LoraError::InvalidConfig {
+                field: "optimizer.lr",
+                reason: format!("{lr} must be finite and > 0"),
+            });
+        }
+        match &mut self.options.optimizer {
+            OptimizerKind::AdamW(p) => p.lr = lr,
+            OptimizerKind::Sgd { lr: l } => *l = lr,
+        }
+        Ok(())
+    }
+
+    /// One optimizer step per batch, in order (the caller draws the `E`
+    /// mini-batches), then reads back the factors and head.
+    ///
+    /// # Errors
+    /// [`LoraError::InvalidInput`] for no batches, bad labels or shapes;
+    /// [`LoraError::ForeignOptimizerState`] if kept state belongs to another model.
+    pub fn train(&mut self, model: &mut VitModel, batches: &[Batch<'_>]) -> Result<LocalUpdate> {
+        if batches.is_empty() {
+            return Err(LoraError::InvalidInput {
+                what: "batches",
+                reason: "at least one mini-batch is needed".into(),
+            });
+        }
+        if let Some(empty) = batches.iter().position(Batch::is_empty) {
+            return Err(LoraError::InvalidInput {
+                what: "batches",
+                reason: format!("mini-batch {empty} is empty"),
+            });
+        }
+        let vars = model.trainable_vars();
+        let ids: Vec<TensorId> = vars.iter().map(|v| v.as_tensor().id()).collect();
+        let mut opt = match self.state.take() {
+            Some((kept, opt)) if self.options.keep_optimizer_state => {
+                if kept != ids {
+                    return Err(LoraError::ForeignOptimizerState);
+                }
+                opt
+            }
+            _ => Opt::new(&self.options.optimizer, vars)?,
+        };
+        opt.set_lr(self.options.optimizer.lr());
+        let (mut sum, mut sum_task) = (0.0, 0.0);
+        for batch in batches {
+            let (loss, task) =
+                objective(model, batch, self.options.zeta, self.options.regulariser)?;
+            sum += f64::from(loss.to_dtype(DType::F32)?.to_scalar::<f32>()?);
+            sum_task += f64::from(task.to_dtype(DType::F32)?.to_scalar::<f32>()?);
+            opt.backward_step(&loss)?;
+        }
+        if self.options.keep_optimizer_state {
+            self.state = Some((ids, opt));
+        }
+        let steps = batches.len();
+        Ok(LocalUpdate {
+            factors: model.factors()?,
+            head: model.head()?,
+            mean_loss: sum / steps as f64,
+            mean_task_loss: sum_task / steps as f64,
+            steps,
+        })
+    }
+}
+
+/// Mean cross-entropy and accuracy over a set.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EvalResult {
+    /// Mean cross-entropy.
+    pub loss: f64,
+    /// Fraction of correct top-1 predictions.
+    pub accuracy: f64,
+    /// Number of images evaluated.
+    pub count: usize,
+}
+
+/// Evaluates `model` on `data` in batches of `batch_size` (no parameter changes).
+///
+/// # Errors
+/// [`LoraError::InvalidInput`] for an empty set, `batch_size = 0` or bad labels.
+pub fn evaluate(model: &VitModel, data: &Batch<'_>, batch_size: usize) -> Result<EvalResult> {
+    if data.is_empty() || batch_size == 0 {
+        return Err(LoraError::InvalidInput {
+            what: "evaluation set",
+            reason: format!("{} images, batch size {batch_size}", data.len()),
+        });
+    }
+    let (mut loss_sum, mut correct) = (0.0f64, 0usize);
+    let mut start = 0;
+    while start < data.len() {
+        let part = data.slice(start, batch_size);
+        let (x, y) = part.tensors(model.num_classes())?;
+        let logits = model.forward(&x)?.detach();
+        let loss = candle_nn::loss::cross_entropy(&logits, &y)?.to_scalar::<f32>()?;
+        loss_sum += f64::from(loss) * part.len() as f64;
+        let pred = logits.argmax_keepdim(1)?.flatten_all()?.to_vec1::<u32>()?;
+        correct += pred
+            .iter()
+            .zip(part.labels())
+            .filter(|(p, l)| p == l)
+            .count();
+        start += part.len();
+    }
+    let n = data.len();
+    Ok(EvalResult {
+        loss: loss_sum / n as f64,
+        accuracy: correct as f64 / n as f64,
+        count: n,
+    })
+}

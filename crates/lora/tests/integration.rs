@@ -1,0 +1,16 @@
+//! Integration tests of `wflora-lora` (one binary, several modules, to keep
+//! link time down).
+#![allow(clippy::unwrap_used)]
+
+#[path = "integration/common.rs"]
+mod common;
+#[path = "integration/hf.rs"]
+mod hf;
+#[path = "integration/model.rs"]
+mod model;
+#[path = "integration/pretrain.rs"]
+mod pretrain;
+#[path = "integration/regularizer.rs"]
+mod regularizer;
+#[path = "integration/train.rs"]
+mod train;

@@ -1,0 +1,157 @@
+//! Pre-training and its cache.
+
+use std::path::PathBuf;
+
+use wflora_lora::{
+    Batch, LoraError, PretrainSchedule, cached_pretrain, pretrain, pretrain_cache_key,
+};
+
+use crate::common::{flat, shape, small_config, synthetic};
+
+fn schedule() -> PretrainSchedule {
+    PretrainSchedule {
+        steps: 40,
+        batch_size: 16,
+        lr: 1e-2,
+        weight_decay: 0.01,
+        warmup_steps: 4,
+        source_classes: 3,
+    }
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("wflora-lora-test-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+#[test]
+fn learning_rate_schedule_by_hand() {
+    let s = PretrainSchedule {
+        steps: 6,
+        warmup_steps: 2,
+        lr: 1.0,
+        ..schedule()
+    };
+    // warm-up (t+1)/2; then ½(1 + cos(π·(t−2)/4)).
+    let expect = [
+        0.5,
+        1.0,
+        1.0,
+        0.5 * (1.0 + (std::f64::consts::PI / 4.0).cos()),
+        0.5,
+        0.5 * (1.0 + (3.0 * std::f64::consts::PI / 4.0).cos()),
+    ];
+    for (t, e) in expect.iter().enumerate() {
+        assert!((s.lr_at(t) - e).abs() < 1e-12, "t = {t}");
+    }
+    let field = |s: PretrainSchedule| match s.validate() {
+        Err(LoraError::InvalidConfig { field, .. }) => field,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        field(PretrainSchedule {
+            steps: 0,
+            ..schedule()
+        }),
+        "schedule.steps"
+    );
+    assert_eq!(
+        field(PretrainSchedule {
+            warmup_steps: 41,
+            ..schedule()
+        }),
+        "schedule.warmup_steps"
+    );
+    assert_eq!(
+        field(PretrainSchedule {
+            source_classes: 0,
+            ..schedule()
+        }),
+        "schedule.source_classes"
+    );
+}
+
+#[test]
+fn pretraining_learns_and_is_deterministic() {
+    let cfg = small_config();
+    let (imgs, labels) = synthetic(&cfg, 64, 3, 21);
+    let data = Batch::new(&imgs, &labels, shape(&cfg, 64)).unwrap();
+    let a = pretrain(&cfg, &data, &schedule(), 5).unwrap();
+    assert!(
+        a.final_loss < 0.5 * 3f64.ln(),
+        "final loss {}",
+        a.final_loss
+    );
+    let b = pretrain(&cfg, &data, &schedule(), 5).unwrap();
+    for ((n1, t1), (_, t2)) in a.backbone.iter().zip(b.backbone.iter()) {
+        assert_eq!(flat(t1), flat(t2), "{n1}");
+    }
+    let bad_labels = vec![3u32; 64];
+    let bad = Batch::new(&imgs, &bad_labels, shape(&cfg, 64)).unwrap();
+    assert!(matches!(
+        pretrain(&cfg, &bad, &schedule(), 5),
+        Err(LoraError::InvalidInput { what: "labels", .. })
+    ));
+}
+
+#[test]
+fn cache_hit_returns_identical_weights_and_bad_files_are_errors() {
+    let cfg = small_config();
+    let (imgs, labels) = synthetic(&cfg, 32, 3, 22);
+    let data = Batch::new(&imgs, &labels, shape(&cfg, 32)).unwrap();
+    let sched = PretrainSchedule {
+        steps: 6,
+        warmup_steps: 1,
+        ..schedule()
+    };
+    let dir = temp_dir("cache");
+    let first = cached_pretrain(&dir, &cfg, &data, &sched, 1).unwrap();
+    assert!(!first.from_cache);
+    assert!(first.path.exists());
+    let second = cached_pretrain(&dir, &cfg, &data, &sched, 1).unwrap();
+    assert!(second.from_cache);
+    assert_eq!(second.path, first.path);
+    assert_eq!(second.final_loss.to_bits(), first.final_loss.to_bits());
+    for ((n1, t1), (n2, t2)) in first.backbone.iter().zip(second.backbone.iter()) {
+        assert_eq!(n1, n2);
+        assert_eq!(flat(t1), flat(t2), "{n1}");
+    }
+    // The key depends on the seed and on the data bytes.
+    let k1 = pretrain_cache_key(&cfg, &data, &sched, 1).unwrap();
+    assert_ne!(k1, pretrain_cache_key(&cfg, &data, &sched, 2).unwrap());
+    let mut imgs2 = imgs.clone();
+    imgs2[7] += 1e-3;
+    let data2 = Batch::new(&imgs2, &labels, shape(&cfg, 32)).unwrap();
+    assert_ne!(k1, pretrain_cache_key(&cfg, &data2, &sched, 1).unwrap());
+    assert!(
+        first
+            .path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .contains(&k1[..32])
+    );
+
+    // A truncated file is an error naming it, and is left as it is.
+    let bytes = std::fs::read(&first.path).unwrap();
+    std::fs::write(&first.path, &bytes[..bytes.len() / 2]).unwrap();
+    match cached_pretrain(&dir, &cfg, &data, &sched, 1).unwrap_err() {
+        LoraError::CorruptCache { path, .. } => assert_eq!(path, first.path),
+        other => panic!("{other}"),
+    }
+    assert_eq!(std::fs::read(&first.path).unwrap().len(), bytes.len() / 2);
+
+    // A valid safetensors file that is not ours is refused too.
+    first
+        .backbone
+        .save(&first.path, &Default::default())
+        .unwrap();
+    match cached_pretrain(&dir, &cfg, &data, &sched, 1).unwrap_err() {
+        LoraError::CorruptCache { reason, .. } => {
+            assert!(reason.contains("not a wflora"), "{reason}")
+        }
+        other => panic!("{other}"),
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
