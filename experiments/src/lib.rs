@@ -5,5 +5,6 @@
 //! claims computed from their data, and plots; no algorithm lives here
 //! (architecture invariant, see `docs/architecture.md`).
 
+pub mod cli;
 pub mod plot;
 pub mod report;

@@ -1,0 +1,720 @@
+//! The synchronous round loop.
+//!
+//! One round `t` (METHOD §1–§3):
+//! 1. sample `clients_per_round` clients (seeded by `(seed, t)`);
+//! 2. each trains `E` local steps from the broadcast factors and head
+//!    (clients run concurrently on `workers` threads; results are used in
+//!    client order, so the outcome does not depend on the thread count);
+//! 3. this round's channel is drawn and the allocation policy picks each
+//!    client's kept components and bandwidth share;
+//! 4. each client compresses its update layer by layer with the configured
+//!    sparsifier (error feedback in its residual);
+//! 5. the server aggregates factor-wise (SLoRA: dense sum and refactor), the
+//!    head densely, weights `p_k ∝ |D_k|` over the clients that sent;
+//! 6. metrics: test accuracy, bits, latency (simulated from the channel,
+//!    never measured), energy, and the covariance of separate aggregation.
+
+use crate::checkpoint::{Checkpoint, Tensor};
+use crate::config::{AllocationSettings, RunConfig, TrainMode};
+use crate::covariance::covariance;
+use crate::seed::{Stream, derive};
+use crate::task::Task;
+use crate::{FedError, metrics::RoundRecord};
+use ndarray::Array2;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::index::sample;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use wflora_alloc::{ClientRound, Level, Policy, RoundProblem, SearchOptions, solve_round};
+use wflora_channel::{ComputeLoad, Network, upload_energy_j};
+use wflora_data::{BatchSampler, Partition};
+use wflora_lora::{
+    AdapterFactors, Batch, HeadParams, LocalTrainer, LocalUpdate, TrainOptions, VitModel,
+};
+use wflora_soft::{Dims, FactorsView, Message, Residual, aggregate, budget};
+
+/// The global model state the server broadcasts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelState {
+    /// LoRA factors per adapted matrix (empty in head-only mode).
+    pub factors: Vec<AdapterFactors>,
+    /// The classifier head.
+    pub head: HeadParams,
+}
+
+/// A federated simulation in progress.
+#[derive(Debug)]
+pub struct Simulation {
+    cfg: RunConfig,
+    task: Arc<Task>,
+    partition: Partition,
+    sizes: Vec<f64>,
+    network: Network,
+    cycles_per_sample: f64,
+    global: ModelState,
+    residuals: Vec<Vec<Residual>>,
+    local_states: Vec<ModelState>,
+    round: usize,
+    sim_time_s: f64,
+    latency_sum_s: f64,
+}
+
+/// What one client produced in a round.
+struct ClientOutcome {
+    update: LocalUpdate,
+}
+
+impl Simulation {
+    /// Sets up a run on a built task: partition, channel, initial model.
+    ///
+    /// # Errors
+    /// Invalid configuration, a partition that cannot be drawn, or model errors.
+    pub fn new(cfg: RunConfig, task: Arc<Task>) -> Result<Self, FedError> {
+        cfg.validate()?;
+        let f = &cfg.federation;
+        let partition = f.partition.partition(
+            task.train.labels(),
+            task.num_classes,
+            f.clients,
+            derive(cfg.seed, Stream::Partition, 1, 0),
+        )?;
+        let sizes: Vec<f64> = partition.sizes().iter().map(|&n| n as f64).collect();
+        if let Some(k) = sizes.iter().position(|&n| n == 0.0) {
+            return Err(FedError::config(
+                "federation.partition",
+                format!("client {k} received no samples; raise min_size or lower federation.clients"),
+            ));
+        }
+        let network = Network::new(
+            cfg.wireless.channel.clone(),
+            f.clients,
+            derive(cfg.seed, Stream::Channel, 0, 0),
+        )?;
+        let mode = cfg.model.fine_tune_mode();
+        let cycles_per_sample =
+            task.vit.flops_per_sample(&mode, task.num_classes) / cfg.wireless.flops_per_cycle;
+        let model = VitModel::new(
+            task.backbone.clone(),
+            mode,
+            task.num_classes,
+            derive(cfg.seed, Stream::Init, 0, 0),
+        )?;
+        let global = ModelState {
+            factors: model.factors()?,
+            head: model.head()?,
+        };
+        let layers = global.factors.len();
+        let residuals = vec![vec![Residual::Zero; layers]; f.clients];
+        let local_states = if f.local_only {
+            vec![global.clone(); f.clients]
+        } else {
+            Vec::new()
+        };
+        Ok(Self {
+            cfg,
+            task,
+            partition,
+            sizes,
+            network,
+            cycles_per_sample,
+            global,
+            residuals,
+            local_states,
+            round: 0,
+            sim_time_s: 0.0,
+            latency_sum_s: 0.0,
+        })
+    }
+
+    /// The configuration.
+    #[must_use]
+    pub fn config(&self) -> &RunConfig {
+        &self.cfg
+    }
+
+    /// Rounds completed.
+    #[must_use]
+    pub fn round(&self) -> usize {
+        self.round
+    }
+
+    /// Whether every configured round has run.
+    #[must_use]
+    pub fn finished(&self) -> bool {
+        self.round >= self.cfg.federation.rounds
+    }
+
+    /// The current global state.
+    #[must_use]
+    pub fn global(&self) -> &ModelState {
+        &self.global
+    }
+
+    /// Evaluates a state on the test set: `(loss, accuracy)`.
+    ///
+    /// # Errors
+    /// Model errors.
+    pub fn evaluate(&self, state: &ModelState) -> Result<(f64, f64), FedError> {
+        let model = self.model_with(state)?;
+        let test = &self.task.test;
+        let shape = [test.len(), test.channels(), test.height(), test.width()];
+        let batch = Batch::new(test.images(), test.labels(), shape)?;
+        let r = wflora_lora::evaluate(&model, &batch, 256)?;
+        Ok((r.loss, r.accuracy))
+    }
+
+    fn model_with(&self, state: &ModelState) -> Result<VitModel, FedError> {
+        let model = VitModel::new(
+            self.task.backbone.clone(),
+            self.cfg.model.fine_tune_mode(),
+            self.task.num_classes,
+            0,
+        )?;
+        model.set_factors(&state.factors)?;
+        model.set_head(&state.head)?;
+        Ok(model)
+    }
+
+    /// The clients sampled in round `t` (sorted).
+    fn sample_clients(&self, t: usize) -> Vec<usize> {
+        let f = &self.cfg.federation;
+        if f.clients_per_round == f.clients {
+            return (0..f.clients).collect();
+        }
+        let mut rng = StdRng::seed_from_u64(derive(self.cfg.seed, Stream::Sampling, 0, t as u64));
+        let mut v = sample(&mut rng, f.clients, f.clients_per_round).into_vec();
+        v.sort_unstable();
+        v
+    }
+
+    fn train_one(&self, k: usize, t: usize, start: &ModelState) -> Result<ClientOutcome, FedError> {
+        let model = self.model_with(start)?;
+        let mut model = model;
+        let pool = self
+            .partition
+            .client(k)
+            .ok_or_else(|| FedError::config("federation.clients", format!("no client {k}")))?
+            .to_vec();
+        let mut sampler = BatchSampler::new(
+            pool,
+            self.cfg.local.batch_size,
+            derive(self.cfg.seed, Stream::Batches, k as u64, t as u64),
+        )?;
+        let train = &self.task.train;
+        let gathered = (0..self.cfg.local.steps)
+            .map(|_| train.gather(sampler.next_batch()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let batches = gathered
+            .iter()
+            .map(|b| Batch::new(&b.images, &b.labels, b.shape()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut trainer = LocalTrainer::new(TrainOptions {
+            optimizer: self.cfg.local.optimizer,
+            zeta: self.cfg.model.zeta,
+            regulariser: self.cfg.model.regulariser,
+            keep_optimizer_state: false,
+        })?;
+        let update = trainer.train(&mut model, &batches)?;
+        if !update.mean_loss.is_finite() {
+            return Err(FedError::Diverged {
+                round: t,
+                what: format!("client {k}'s training loss"),
+            });
+        }
+        Ok(ClientOutcome { update })
+    }
+
+    /// Trains `clients` (each from its own start state) on worker threads.
+    fn train_clients(
+        &self,
+        t: usize,
+        clients: &[usize],
+        starts: &[&ModelState],
+    ) -> Result<Vec<ClientOutcome>, FedError> {
+        let workers = self.cfg.federation.workers.min(clients.len()).max(1);
+        let next = AtomicUsize::new(0);
+        let mut slots: Vec<Option<Result<ClientOutcome, FedError>>> = Vec::new();
+        slots.resize_with(clients.len(), || None);
+        let results = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..workers)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut done = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            if i >= clients.len() {
+                                break;
+                            }
+                            done.push((i, self.train_one(clients[i], t, starts[i])));
+                        }
+                        done
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join())
+                .collect::<Vec<_>>()
+        });
+        for r in results {
+            match r {
+                Ok(done) => {
+                    for (i, out) in done {
+                        slots[i] = Some(out);
+                    }
+                }
+                Err(_) => {
+                    return Err(FedError::Diverged {
+                        round: t,
+                        what: "a client training thread panicked".into(),
+                    });
+                }
+            }
+        }
+        slots
+            .into_iter()
+            .map(|s| {
+                s.unwrap_or_else(|| {
+                    Err(FedError::Diverged {
+                        round: t,
+                        what: "a client result is missing".into(),
+                    })
+                })
+            })
+            .collect()
+    }
+
+    fn head_bits(&self) -> f64 {
+        self.global.head.len() as f64 * f64::from(self.cfg.wireless.channel.bits_per_value)
+    }
+
+    /// Bits of one client's upload when it keeps `m` components per matrix.
+    fn level_bits(&self, m: usize) -> Result<f64, FedError> {
+        let r = self.cfg.model.rank;
+        let mut bits = self.head_bits();
+        for f in &self.global.factors {
+            let dims = Dims {
+                d: f.b.nrows(),
+                r,
+                l: f.a.ncols(),
+            };
+            bits += budget(dims, m as f64 / r as f64)?.total() as f64;
+        }
+        Ok(bits)
+    }
+
+    /// Runs one round and returns its record.
+    ///
+    /// # Errors
+    /// Any lower crate's error; divergence.
+    pub fn step(&mut self) -> Result<RoundRecord, FedError> {
+        if self.cfg.federation.local_only {
+            return self.step_local_only();
+        }
+        let t = self.round;
+        let clients = self.sample_clients(t);
+        let starts = vec![&self.global; clients.len()];
+        let outcomes = self.train_clients(t, &clients, &starts)?;
+
+        // Allocation for this round's channel.
+        let lora = self.cfg.model.mode == TrainMode::Lora;
+        let m = if lora { self.cfg.kept_components() } else { 1 };
+        let bits = if lora { self.level_bits(m)? } else { self.head_bits() };
+        let load = ComputeLoad {
+            local_steps: self.cfg.local.steps as u32,
+            batch_size: self.cfg.local.batch_size as u32,
+            cycles_per_sample: self.cycles_per_sample,
+        };
+        let mut problem_clients = Vec::with_capacity(clients.len());
+        for &k in &clients {
+            let link = self
+                .network
+                .uplink(k, t as u64)
+                .ok_or_else(|| FedError::config("federation.clients", format!("no uplink for client {k}")))?;
+            let freq = self.network.sites()[k].cpu_freq_hz;
+            problem_clients.push(ClientRound {
+                link,
+                compute_latency_s: load.latency_s(freq)?,
+                weight: self.sizes[k],
+                levels: vec![Level {
+                    components: m as u32,
+                    bits,
+                    penalty: 0.0,
+                }],
+            });
+        }
+        let problem = RoundProblem {
+            clients: problem_clients,
+            v: 0.0,
+            queue: 0.0,
+        };
+        let policy = match self.cfg.wireless.allocation {
+            AllocationSettings::EqualBandwidth => Policy::EqualBandwidth {
+                components: m as u32,
+            },
+            AllocationSettings::Equalising => Policy::FixedRatio {
+                components: m as u32,
+            },
+        };
+        let alloc = solve_round(&problem, &policy, &SearchOptions::default())?;
+
+        // Compression, client by client, layer by layer.
+        let rho = if lora { m as f64 / self.cfg.model.rank as f64 } else { 1.0 };
+        let mut sent: Vec<(usize, f64, Vec<Message>)> = Vec::new();
+        let (mut values, mut index_bits, mut total_bits, mut energy) = (0u64, 0u64, 0.0f64, 0.0f64);
+        for (i, (&k, out)) in clients.iter().zip(&outcomes).enumerate() {
+            if alloc.components[i] == 0 {
+                // Sits out (deep fade): its update stays in its residual.
+                self.absorb_into_residual(k, &out.update)?;
+                continue;
+            }
+            let mut msgs = Vec::with_capacity(self.global.factors.len());
+            let mut client_bits = self.head_bits();
+            for (j, (g, u)) in self.global.factors.iter().zip(&out.update.factors).enumerate() {
+                let db = &u.b - &g.b;
+                let da = &u.a - &g.a;
+                let sparsifier = self.cfg.compression.method.sparsifier(
+                    self.cfg.compression.error_feedback,
+                    derive(self.cfg.seed, Stream::Sparsifier, k as u64, (t * 4096 + j) as u64),
+                );
+                let (msg, res) = sparsifier.compress(
+                    FactorsView::new(g.b.view(), g.a.view()),
+                    FactorsView::new(db.view(), da.view()),
+                    &self.residuals[k][j],
+                    rho,
+                )?;
+                self.residuals[k][j] = res;
+                let size = msg.size();
+                values += size.values;
+                index_bits += size.index_bits;
+                client_bits += size.total() as f64;
+                msgs.push(msg);
+            }
+            values += self.global.head.len() as u64;
+            total_bits += client_bits;
+            let link = &problem.clients[i].link;
+            let rate = link.rate_bps(alloc.shares[i]);
+            let freq = self.network.sites()[k].cpu_freq_hz;
+            energy += upload_energy_j(link.tx_power_w, client_bits, rate)
+                + load.energy_j(self.cfg.wireless.channel.kappa, freq);
+            sent.push((i, self.sizes[k], msgs));
+        }
+
+        // Round latency from the bits actually sent.
+        let mut latency = 0.0f64;
+        for (i, _, msgs) in &sent {
+            let c = &problem.clients[*i];
+            let b: f64 = msgs.iter().map(|m| m.size().total() as f64).sum::<f64>() + self.head_bits();
+            latency = latency.max(c.compute_latency_s + b / c.link.rate_bps(alloc.shares[*i]));
+        }
+
+        // Covariance of separate aggregation, per layer, over the clients that sent.
+        let mut cov_rel = Vec::with_capacity(self.global.factors.len());
+        for j in 0..self.global.factors.len() {
+            let items: Vec<_> = sent
+                .iter()
+                .map(|(i, p, _)| {
+                    let f = &outcomes[*i].update.factors[j];
+                    (*p, &f.b, &f.a)
+                })
+                .collect();
+            if items.is_empty() {
+                break;
+            }
+            cov_rel.push(covariance(&items)?.relative);
+        }
+
+        // Aggregation.
+        let total_w: f64 = sent.iter().map(|(_, p, _)| p).sum();
+        if total_w > 0.0 {
+            for j in 0..self.global.factors.len() {
+                let msgs: Vec<(f64, &Message)> =
+                    sent.iter().map(|(_, p, m)| (p / total_w, &m[j])).collect();
+                let g = &self.global.factors[j];
+                let new = aggregate(FactorsView::new(g.b.view(), g.a.view()), &msgs)?;
+                self.global.factors[j].b = new.b;
+                self.global.factors[j].a = new.a;
+            }
+            let mut w = self.global.head.weight.clone();
+            let mut b = self.global.head.bias.clone();
+            for (i, p, _) in &sent {
+                let h = &outcomes[*i].update.head;
+                w.scaled_add((p / total_w) as f32, &(&h.weight - &self.global.head.weight));
+                for (bj, (hj, gj)) in b.iter_mut().zip(h.bias.iter().zip(&self.global.head.bias)) {
+                    *bj += (p / total_w) as f32 * (hj - gj);
+                }
+            }
+            self.global.head = HeadParams { weight: w, bias: b };
+        }
+        self.check_finite(t)?;
+
+        self.round += 1;
+        self.sim_time_s += latency;
+        self.latency_sum_s += latency;
+        let train_loss = mean(outcomes.iter().map(|o| o.update.mean_task_loss));
+        let (test_loss, accuracy) = if self.round % self.cfg.federation.eval_every == 0 || self.finished() {
+            let (l, a) = self.evaluate(&self.global)?;
+            (Some(l), Some(a))
+        } else {
+            (None, None)
+        };
+        Ok(RoundRecord {
+            round: self.round,
+            participants: sent.len(),
+            accuracy,
+            test_loss,
+            train_loss,
+            bits: total_bits,
+            values,
+            index_bits,
+            latency_s: latency,
+            sim_time_s: self.sim_time_s,
+            mean_latency_s: self.latency_sum_s / self.round as f64,
+            queue_s: 0.0,
+            energy_j: energy,
+            components: alloc.components.clone(),
+            shares: alloc.shares.clone(),
+            covariance_rel: cov_rel,
+        })
+    }
+
+    /// A client that sits out keeps its whole update in its residual.
+    fn absorb_into_residual(&mut self, k: usize, update: &LocalUpdate) -> Result<(), FedError> {
+        for (j, (g, u)) in self.global.factors.iter().zip(&update.factors).enumerate() {
+            let db = &u.b - &g.b;
+            let da = &u.a - &g.a;
+            let next = match std::mem::take(&mut self.residuals[k][j]) {
+                Residual::Zero => Residual::Factors(wflora_soft::Factors::new(db, da)),
+                Residual::Factors(f) => Residual::Factors(wflora_soft::Factors::new(f.b + &db, f.a + &da)),
+                Residual::Dense(e) => {
+                    let dense = u.b.dot(&u.a) - g.b.dot(&g.a);
+                    Residual::Dense(e + &dense)
+                }
+            };
+            self.residuals[k][j] = if self.cfg.compression.error_feedback {
+                next
+            } else {
+                Residual::Zero
+            };
+        }
+        Ok(())
+    }
+
+    fn step_local_only(&mut self) -> Result<RoundRecord, FedError> {
+        let t = self.round;
+        let clients: Vec<usize> = (0..self.cfg.federation.clients).collect();
+        let starts: Vec<&ModelState> = self.local_states.iter().collect();
+        let outcomes = self.train_clients(t, &clients, &starts)?;
+        for (k, out) in outcomes.iter().enumerate() {
+            self.local_states[k] = ModelState {
+                factors: out.update.factors.clone(),
+                head: out.update.head.clone(),
+            };
+        }
+        self.round += 1;
+        let train_loss = mean(outcomes.iter().map(|o| o.update.mean_task_loss));
+        let (test_loss, accuracy) = if self.finished() {
+            let mut loss = 0.0;
+            let mut acc = 0.0;
+            for s in &self.local_states {
+                let (l, a) = self.evaluate(s)?;
+                loss += l;
+                acc += a;
+            }
+            let n = self.local_states.len() as f64;
+            (Some(loss / n), Some(acc / n))
+        } else {
+            (None, None)
+        };
+        Ok(RoundRecord {
+            round: self.round,
+            participants: 0,
+            accuracy,
+            test_loss,
+            train_loss,
+            bits: 0.0,
+            values: 0,
+            index_bits: 0,
+            latency_s: 0.0,
+            sim_time_s: 0.0,
+            mean_latency_s: 0.0,
+            queue_s: 0.0,
+            energy_j: 0.0,
+            components: Vec::new(),
+            shares: Vec::new(),
+            covariance_rel: Vec::new(),
+        })
+    }
+
+    fn check_finite(&self, t: usize) -> Result<(), FedError> {
+        for f in &self.global.factors {
+            if !f.b.iter().chain(f.a.iter()).all(|v| v.is_finite()) {
+                return Err(FedError::Diverged {
+                    round: t,
+                    what: format!("global factor {}", f.name),
+                });
+            }
+        }
+        if !self.global.head.weight.iter().all(|v| v.is_finite()) {
+            return Err(FedError::Diverged {
+                round: t,
+                what: "global head".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The state as a checkpoint.
+    #[must_use]
+    pub fn checkpoint(&self) -> Checkpoint {
+        let mut tensors = BTreeMap::new();
+        let mut put_state = |prefix: &str, s: &ModelState| {
+            for f in &s.factors {
+                tensors.insert(format!("{prefix}{}.B", f.name), mat(&f.b));
+                tensors.insert(format!("{prefix}{}.A", f.name), mat(&f.a));
+            }
+            tensors.insert(format!("{prefix}head.weight"), mat(&s.head.weight));
+            tensors.insert(
+                format!("{prefix}head.bias"),
+                Tensor {
+                    shape: vec![s.head.bias.len()],
+                    data: s.head.bias.clone(),
+                },
+            );
+        };
+        put_state("global.", &self.global);
+        for (k, s) in self.local_states.iter().enumerate() {
+            put_state(&format!("local.{k}."), s);
+        }
+        let mut kinds = Vec::new();
+        for (k, rs) in self.residuals.iter().enumerate() {
+            let mut row = Vec::new();
+            for (j, r) in rs.iter().enumerate() {
+                let name = &self.global.factors[j].name;
+                match r {
+                    Residual::Zero => row.push("zero"),
+                    Residual::Factors(f) => {
+                        tensors.insert(format!("residual.{k}.{name}.B"), mat(&f.b));
+                        tensors.insert(format!("residual.{k}.{name}.A"), mat(&f.a));
+                        row.push("factors");
+                    }
+                    Residual::Dense(e) => {
+                        tensors.insert(format!("residual.{k}.{name}.E"), mat(e));
+                        row.push("dense");
+                    }
+                }
+            }
+            kinds.push(row);
+        }
+        Checkpoint {
+            config_hash: self.cfg.hash(),
+            meta: serde_json::json!({
+                "round": self.round,
+                "sim_time_s_bits": self.sim_time_s.to_bits(),
+                "latency_sum_s_bits": self.latency_sum_s.to_bits(),
+                "residual_kinds": kinds,
+            }),
+            tensors,
+        }
+    }
+
+    /// Restores the state saved by [`Simulation::checkpoint`] (the
+    /// simulation must have been built with the same configuration).
+    ///
+    /// # Errors
+    /// [`FedError::Checkpoint`] for another configuration, a missing or
+    /// misshaped tensor, or malformed metadata.
+    pub fn restore(&mut self, mut ck: Checkpoint, path: &Path) -> Result<(), FedError> {
+        let expected = self.cfg.hash();
+        if ck.config_hash != expected {
+            return Err(crate::checkpoint::CheckpointError::OtherConfig {
+                path: path.to_path_buf(),
+                found: ck.config_hash,
+                expected,
+            }
+            .into());
+        }
+        let meta_err = |what: &str| FedError::Resume {
+            path: path.to_path_buf(),
+            reason: format!("checkpoint metadata: {what}"),
+        };
+        let round = ck.meta["round"].as_u64().ok_or_else(|| meta_err("round"))? as usize;
+        let sim = ck.meta["sim_time_s_bits"].as_u64().ok_or_else(|| meta_err("sim_time_s_bits"))?;
+        let lat = ck.meta["latency_sum_s_bits"]
+            .as_u64()
+            .ok_or_else(|| meta_err("latency_sum_s_bits"))?;
+        let kinds: Vec<Vec<String>> = serde_json::from_value(ck.meta["residual_kinds"].clone())
+            .map_err(|_| meta_err("residual_kinds"))?;
+        if kinds.len() != self.residuals.len() {
+            return Err(meta_err("residual_kinds has the wrong number of clients"));
+        }
+        let mut take_state = |prefix: &str, s: &mut ModelState| -> Result<(), FedError> {
+            for f in &mut s.factors {
+                f.b = take_mat(&mut ck, &format!("{prefix}{}.B", f.name), f.b.dim(), path)?;
+                f.a = take_mat(&mut ck, &format!("{prefix}{}.A", f.name), f.a.dim(), path)?;
+            }
+            s.head.weight = take_mat(&mut ck, &format!("{prefix}head.weight"), s.head.weight.dim(), path)?;
+            s.head.bias = ck.take(&format!("{prefix}head.bias"), &[s.head.bias.len()], path)?;
+            Ok(())
+        };
+        take_state("global.", &mut self.global)?;
+        for (k, s) in self.local_states.iter_mut().enumerate() {
+            take_state(&format!("local.{k}."), s)?;
+        }
+        for (k, row) in kinds.iter().enumerate() {
+            if row.len() != self.global.factors.len() {
+                return Err(meta_err("residual_kinds has the wrong number of layers"));
+            }
+            for (j, kind) in row.iter().enumerate() {
+                let f = &self.global.factors[j];
+                let name = f.name.clone();
+                self.residuals[k][j] = match kind.as_str() {
+                    "zero" => Residual::Zero,
+                    "factors" => Residual::Factors(wflora_soft::Factors::new(
+                        take_mat(&mut ck, &format!("residual.{k}.{name}.B"), f.b.dim(), path)?,
+                        take_mat(&mut ck, &format!("residual.{k}.{name}.A"), f.a.dim(), path)?,
+                    )),
+                    "dense" => Residual::Dense(take_mat(
+                        &mut ck,
+                        &format!("residual.{k}.{name}.E"),
+                        (f.b.nrows(), f.a.ncols()),
+                        path,
+                    )?),
+                    other => return Err(meta_err(&format!("unknown residual kind '{other}'"))),
+                };
+            }
+        }
+        self.round = round;
+        self.sim_time_s = f64::from_bits(sim);
+        self.latency_sum_s = f64::from_bits(lat);
+        Ok(())
+    }
+}
+
+fn mat(m: &Array2<f32>) -> Tensor {
+    Tensor {
+        shape: vec![m.nrows(), m.ncols()],
+        data: m.iter().copied().collect(),
+    }
+}
+
+fn take_mat(
+    ck: &mut Checkpoint,
+    name: &str,
+    dim: (usize, usize),
+    path: &Path,
+) -> Result<Array2<f32>, FedError> {
+    let data = ck.take(name, &[dim.0, dim.1], path)?;
+    Array2::from_shape_vec(dim, data).map_err(|e| FedError::Resume {
+        path: path.to_path_buf(),
+        reason: format!("tensor {name}: {e}"),
+    })
+}
+
+fn mean(it: impl Iterator<Item = f64>) -> f64 {
+    let (s, n) = it.fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+    if n == 0 { 0.0 } else { s / n as f64 }
+}
