@@ -11,15 +11,29 @@ default:
 test:
     cargo test --workspace
 
+# Every figure end to end on the quick profile (the pipeline smoke run CI does;
+# claims are printed, not required). Dev profile: reuses the test build.
+smoke:
+    cargo run -p wflora-experiments -- reproduce all --profile quick --out target/smoke --force
+
 # Formatting and lints, as CI checks them.
 lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
 
-# The main job on the embedded default: pre-train the tiny ViT, then compare
-# head-only, LoRA and full fine-tuning (writes results/finetune/).
+# Reproduce a figure (or `all`) on a profile (quick | default): writes
+# results/<fig>/ with data.csv, <fig>.png/.svg, summary.json and the claim checks.
+reproduce FIG="fig3" PROFILE="default" *ARGS:
+    cargo run --release -p wflora-experiments -- reproduce {{FIG}} --profile {{PROFILE}} {{ARGS}}
+
+# Centralised head-only vs LoRA vs full fine-tuning on the embedded default
+# (writes results/finetune/).
 finetune *ARGS:
     cargo run --release -p wflora-experiments -- finetune {{ARGS}}
+
+# One federated run from a TOML config (see experiments/configs/).
+run CONFIG *ARGS:
+    cargo run --release -p wflora-experiments -- run --config {{CONFIG}} {{ARGS}}
 
 # Benchmarks of the math crates and the training step (numbers, not tests).
 bench:

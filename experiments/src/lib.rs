@@ -6,5 +6,6 @@
 //! (architecture invariant, see `docs/architecture.md`).
 
 pub mod cli;
+pub mod figures;
 pub mod plot;
 pub mod report;

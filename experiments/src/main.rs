@@ -6,7 +6,11 @@ use std::process::ExitCode;
 use wflora_experiments::cli;
 
 #[derive(Parser)]
-#[command(name = "wflora", version, about = "Wireless federated LoRA fine-tuning (SOFT, TSFA): runs, figures, benchmarks")]
+#[command(
+    name = "wflora",
+    version,
+    about = "Wireless federated LoRA fine-tuning (SOFT, TSFA): runs, figures, benchmarks"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -26,6 +30,40 @@ enum Command {
         #[arg(long)]
         resume: bool,
     },
+    /// Centralised head-only vs LoRA vs full fine-tuning on the embedded default.
+    Finetune {
+        /// Output directory.
+        #[arg(long, default_value = "results/finetune")]
+        out: PathBuf,
+        /// Overwrite earlier results in the output directory.
+        #[arg(long)]
+        force: bool,
+        /// Optimiser steps per fine-tuning.
+        #[arg(long, default_value_t = 400)]
+        steps: usize,
+        /// Seeds (each mode is run once per seed).
+        #[arg(long, default_value_t = 3)]
+        seeds: u64,
+    },
+    /// Reproduce a figure (or all): data.csv, plot, summary.json, claim checks.
+    Reproduce {
+        /// Figure id (see `wflora list`) or `all`.
+        figure: String,
+        /// quick (CI smoke run), default (embedded data; claims required).
+        #[arg(long, default_value = "default")]
+        profile: wflora_experiments::figures::Profile,
+        /// Output directory (default: results/<figure>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Continue from the runs already in the output directory.
+        #[arg(long)]
+        resume: bool,
+        /// Overwrite earlier results in the output directory.
+        #[arg(long)]
+        force: bool,
+    },
+    /// List the figures and the claims they check.
+    List,
     /// Print the embedded default run configuration as TOML.
     DefaultConfig,
     /// Solve allocation problems given as JSON.
@@ -47,7 +85,25 @@ enum AllocCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { config, out, resume } => cli::run(&config, out.as_deref(), resume),
+        Command::Run {
+            config,
+            out,
+            resume,
+        } => cli::run(&config, out.as_deref(), resume),
+        Command::Finetune {
+            out,
+            force,
+            steps,
+            seeds,
+        } => cli::finetune(&out, force, steps, seeds),
+        Command::Reproduce {
+            figure,
+            profile,
+            out,
+            resume,
+            force,
+        } => cli::reproduce(&figure, profile, out.as_deref(), resume, force),
+        Command::List => cli::list(),
         Command::DefaultConfig => cli::default_config(),
         Command::Alloc {
             command: AllocCommand::Solve { instance },

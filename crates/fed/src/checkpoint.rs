@@ -261,14 +261,14 @@ impl Checkpoint {
             source,
         })?;
         let ck = Self::from_bytes(&bytes, path)?;
-        if let Some(expected) = expected_config {
-            if ck.config_hash != expected {
-                return Err(CheckpointError::OtherConfig {
-                    path: path.to_path_buf(),
-                    found: ck.config_hash,
-                    expected: expected.to_owned(),
-                });
-            }
+        if let Some(expected) = expected_config
+            && ck.config_hash != expected
+        {
+            return Err(CheckpointError::OtherConfig {
+                path: path.to_path_buf(),
+                found: ck.config_hash,
+                expected: expected.to_owned(),
+            });
         }
         Ok(ck)
     }

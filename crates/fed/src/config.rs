@@ -8,6 +8,7 @@ use crate::FedError;
 use crate::task::TaskConfig;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use wflora_alloc::RatioMode;
 use wflora_channel::ChannelConfig;
 use wflora_data::Scheme;
 use wflora_lora::{
@@ -105,7 +106,28 @@ pub struct CompressionSettings {
     pub error_feedback: bool,
 }
 
+/// The sparsification penalty `D_k(m)` of TSFA's online stage (METHOD §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PenaltyKind {
+    /// The share of the client's SOFT importance energy that keeping the
+    /// top-`m` components of every adapted matrix drops, pooled over the
+    /// matrices (`Σ_j Σ_{i∉top m} s_{j,i}² / Σ_j Σ_i s_{j,i}²`). The default.
+    #[default]
+    DroppedEnergy,
+    /// The bound's error-feedback factor `(1−ρ)/ρ²` at `ρ = m/r`, divided by
+    /// its value at `ρ = 1/r` so that it lies in `[0, 1]` like the sit-out
+    /// penalty `D(0) = 1` (our normalisation; `0` for every `m` when `r = 1`).
+    BoundFactor,
+}
+
 /// How bandwidth (and, for TSFA, the ratios) are allocated each round.
+///
+/// The latency budget of the TSFA policies is `T̄ = budget_rel · T_ILoRA`,
+/// where `T_ILoRA` is the round latency of ILoRA (all `r` components) with
+/// every client taking part, equal bandwidth shares `1/K`, at the mean
+/// channel (`|h|² = 1`), computed once when the simulation is built
+/// (METHOD §3, last bullet; see [`crate::tsfa::LatencyModel`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum AllocationSettings {
@@ -113,6 +135,109 @@ pub enum AllocationSettings {
     EqualBandwidth,
     /// Fixed `ρ`, shares that make every client finish at once.
     Equalising,
+    /// TSFA's online stage: Lyapunov drift-plus-penalty with the virtual
+    /// latency queue (METHOD §5); `compression.rho` is not used.
+    DriftPlusPenalty {
+        /// Penalty weight `V >= 0` (the `O(1/V)` / `O(V)` trade-off).
+        v: f64,
+        /// `T̄ / T_ILoRA`, finite and `> 0`.
+        budget_rel: f64,
+        /// Per-client ratios or one tied ratio (default per client).
+        #[serde(default)]
+        mode: RatioMode,
+        /// Least kept components `m_min` of a participant, `1..=model.rank`.
+        m_min: usize,
+        /// The penalty `D_k(m)` (default dropped importance energy).
+        #[serde(default)]
+        penalty: PenaltyKind,
+        /// The rank at which `T_ILoRA` is evaluated (default `model.rank`).
+        /// Set it to the same value in runs at different ranks (TSFA at
+        /// `r*`, online-only at `r_max`) so that they share one budget `T̄`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        budget_rank: Option<usize>,
+    },
+    /// Single-stage baseline: meet `T̄` in every round, no queue (least
+    /// dropped importance energy with `τ <= T̄`).
+    Myopic {
+        /// `T̄ / T_ILoRA`, finite and `> 0`.
+        budget_rel: f64,
+        /// Per-client ratios or one tied ratio (default per client).
+        #[serde(default)]
+        mode: RatioMode,
+        /// Least kept components `m_min` of a participant, `1..=model.rank`.
+        m_min: usize,
+        /// The rank at which `T_ILoRA` is evaluated (default `model.rank`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        budget_rank: Option<usize>,
+    },
+}
+
+impl AllocationSettings {
+    /// `(budget_rel, budget_rank)` of the TSFA policies, `None` for the
+    /// fixed-ratio ones.
+    #[must_use]
+    pub fn budget(&self) -> Option<(f64, Option<usize>)> {
+        match *self {
+            Self::DriftPlusPenalty {
+                budget_rel,
+                budget_rank,
+                ..
+            }
+            | Self::Myopic {
+                budget_rel,
+                budget_rank,
+                ..
+            } => Some((budget_rel, budget_rank)),
+            Self::EqualBandwidth | Self::Equalising => None,
+        }
+    }
+
+    /// Checks the TSFA fields against the model rank, naming the field.
+    ///
+    /// # Errors
+    /// [`FedError::Config`].
+    pub fn validate(&self, rank: usize) -> Result<(), FedError> {
+        let bad = |field: &str, reason: String| {
+            Err(FedError::config(
+                &format!("wireless.allocation.{field}"),
+                reason,
+            ))
+        };
+        let (budget_rel, m_min, budget_rank) = match *self {
+            Self::EqualBandwidth | Self::Equalising => return Ok(()),
+            Self::DriftPlusPenalty {
+                v,
+                budget_rel,
+                m_min,
+                budget_rank,
+                ..
+            } => {
+                if !(v.is_finite() && v >= 0.0) {
+                    return bad("v", format!("{v} must be finite and >= 0"));
+                }
+                (budget_rel, m_min, budget_rank)
+            }
+            Self::Myopic {
+                budget_rel,
+                m_min,
+                budget_rank,
+                ..
+            } => (budget_rel, m_min, budget_rank),
+        };
+        if !(budget_rel.is_finite() && budget_rel > 0.0) {
+            return bad("budget_rel", format!("{budget_rel} must be finite and > 0"));
+        }
+        if m_min == 0 || m_min > rank {
+            return bad(
+                "m_min",
+                format!("{m_min} must lie in 1..={rank} (model.rank)"),
+            );
+        }
+        if budget_rank == Some(0) {
+            return bad("budget_rank", "must be at least 1".into());
+        }
+        Ok(())
+    }
 }
 
 /// The wireless uplink of the simulation.
@@ -178,9 +303,9 @@ impl RunConfig {
             federation: FederationSettings {
                 clients: 10,
                 clients_per_round: 10,
-                rounds: 30,
+                rounds: 20,
                 partition: Scheme::Dirichlet {
-                    alpha: 1.0,
+                    alpha: 0.3,
                     min_size: 32,
                     max_attempts: 1000,
                 },
@@ -257,7 +382,10 @@ impl RunConfig {
                 .map_err(|e| FedError::config("model", e.to_string()))?;
         }
         if !(self.model.zeta.is_finite() && self.model.zeta >= 0.0) {
-            return bad("model.zeta", format!("{} must be finite and >= 0", self.model.zeta));
+            return bad(
+                "model.zeta",
+                format!("{} must be finite and >= 0", self.model.zeta),
+            );
         }
         wflora_lora::TrainOptions {
             optimizer: self.local.optimizer,
@@ -271,6 +399,21 @@ impl RunConfig {
             .channel
             .validate()
             .map_err(|e| FedError::config("wireless.channel", e.to_string()))?;
+        if self.wireless.allocation.budget().is_some() {
+            if self.model.mode != TrainMode::Lora {
+                return bad(
+                    "wireless.allocation.kind",
+                    "the TSFA policies choose LoRA ratios and need model.mode = lora".into(),
+                );
+            }
+            if self.compression.method == MethodKind::ILora {
+                return bad(
+                    "wireless.allocation.kind",
+                    "ILoRA ignores the ratio and always sends everything; use `equalising` or `equal_bandwidth`".into(),
+                );
+            }
+        }
+        self.wireless.allocation.validate(self.model.rank)?;
         if !(self.wireless.flops_per_cycle.is_finite() && self.wireless.flops_per_cycle > 0.0) {
             return bad(
                 "wireless.flops_per_cycle",

@@ -176,11 +176,11 @@ mod tests {
         ) {
             let (d, r, l) = (4, 2, 3);
             let mut clients = Vec::new();
-            for k in 0..3 {
+            for (k, &wk) in w.iter().enumerate() {
                 let off = k * (d * r + r * l);
                 let b = mat(d, r, &seed[off..off + d * r]);
                 let a = mat(r, l, &seed[off + d * r..off + d * r + r * l]);
-                clients.push((w[k], b, a));
+                clients.push((wk, b, a));
             }
             let refs: Vec<_> = clients.iter().map(|(p, b, a)| (*p, b, a)).collect();
             let c = covariance(&refs).unwrap();

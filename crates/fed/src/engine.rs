@@ -6,7 +6,10 @@
 //!    (clients run concurrently on `workers` threads; results are used in
 //!    client order, so the outcome does not depend on the thread count);
 //! 3. this round's channel is drawn and the allocation policy picks each
-//!    client's kept components and bandwidth share;
+//!    client's kept components and bandwidth share (the fixed-ratio
+//!    policies, or TSFA's online stage: drift-plus-penalty with the virtual
+//!    latency queue, or its myopic baseline; each client's menu is `m ∈
+//!    {m_min..=r}` with SOFT's bits `S(m)` and its penalty `D_k(m)`);
 //! 4. each client compresses its update layer by layer with the configured
 //!    sparsifier (error feedback in its residual);
 //! 5. the server aggregates factor-wise (SLoRA: dense sum and refactor), the
@@ -15,10 +18,11 @@
 //!    never measured), energy, and the covariance of separate aggregation.
 
 use crate::checkpoint::{Checkpoint, Tensor};
-use crate::config::{AllocationSettings, RunConfig, TrainMode};
+use crate::config::{AllocationSettings, PenaltyKind, RunConfig, TrainMode};
 use crate::covariance::covariance;
 use crate::seed::{Stream, derive};
 use crate::task::Task;
+use crate::tsfa::{LatencyModel, bound_factor_penalty, pooled_dropped_energy};
 use crate::{FedError, metrics::RoundRecord};
 use ndarray::Array2;
 use rand::SeedableRng;
@@ -28,13 +32,16 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use wflora_alloc::{ClientRound, Level, Policy, RoundProblem, SearchOptions, solve_round};
-use wflora_channel::{ComputeLoad, Network, upload_energy_j};
+use wflora_alloc::{
+    Allocation, ClientRound, Level, Policy, RoundProblem, SearchOptions, Solver, VirtualQueue,
+    solve_round,
+};
+use wflora_channel::{ComputeLoad, Network, Uplink, upload_energy_j};
 use wflora_data::{BatchSampler, Partition};
 use wflora_lora::{
     AdapterFactors, Batch, HeadParams, LocalTrainer, LocalUpdate, TrainOptions, VitModel,
 };
-use wflora_soft::{Dims, FactorsView, Message, Residual, aggregate, budget};
+use wflora_soft::{FactorsView, Message, Residual, aggregate, importances};
 
 /// The global model state the server broadcasts.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,6 +67,30 @@ pub struct Simulation {
     round: usize,
     sim_time_s: f64,
     latency_sum_s: f64,
+    /// The mean-channel latency model (LoRA mode only).
+    latency: Option<LatencyModel>,
+    /// `T_ILoRA` at the budget rank (TSFA policies only).
+    ilora_latency_s: Option<f64>,
+    /// `T̄` (TSFA policies only).
+    budget_s: Option<f64>,
+    /// The virtual latency queue (drift-plus-penalty only).
+    queue: Option<VirtualQueue>,
+    /// The last round's allocation (diagnostics; not checkpointed).
+    last_allocation: Option<RoundAllocation>,
+}
+
+/// One round's allocation as the engine applied it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoundAllocation {
+    /// The sampled clients (sorted), in the order of the allocation's vectors.
+    pub clients: Vec<usize>,
+    /// The allocator's answer (kept components, shares, `τ`, penalty).
+    pub allocation: Allocation,
+    /// Each sampled client's finish time `T_cmp + S/R(β)` from the bits it
+    /// actually sent (`None`: it sat out).
+    pub finish_s: Vec<Option<f64>>,
+    /// The queue backlog `Q^t` the round was allocated with (0 without a queue).
+    pub queue_before_s: f64,
 }
 
 /// What one client produced in a round.
@@ -85,7 +116,9 @@ impl Simulation {
         if let Some(k) = sizes.iter().position(|&n| n == 0.0) {
             return Err(FedError::config(
                 "federation.partition",
-                format!("client {k} received no samples; raise min_size or lower federation.clients"),
+                format!(
+                    "client {k} received no samples; raise min_size or lower federation.clients"
+                ),
             ));
         }
         let network = Network::new(
@@ -108,6 +141,37 @@ impl Simulation {
         };
         let layers = global.factors.len();
         let residuals = vec![vec![Residual::Zero; layers]; f.clients];
+        let latency = if cfg.model.mode == TrainMode::Lora {
+            let dims = global
+                .factors
+                .iter()
+                .map(|f| (f.b.nrows(), f.a.ncols()))
+                .collect();
+            Some(LatencyModel::new(
+                &cfg,
+                &task,
+                &network,
+                dims,
+                global.head.len(),
+            )?)
+        } else {
+            None
+        };
+        let (mut ilora_latency_s, mut budget_s, mut queue) = (None, None, None);
+        if let (Some((budget_rel, budget_rank)), Some(lat)) =
+            (cfg.wireless.allocation.budget(), &latency)
+        {
+            let t_ilora = lat.ilora_latency_s(budget_rank.unwrap_or(cfg.model.rank))?;
+            let t_bar = budget_rel * t_ilora;
+            ilora_latency_s = Some(t_ilora);
+            budget_s = Some(t_bar);
+            if matches!(
+                cfg.wireless.allocation,
+                AllocationSettings::DriftPlusPenalty { .. }
+            ) {
+                queue = Some(VirtualQueue::new(t_bar)?);
+            }
+        }
         let local_states = if f.local_only {
             vec![global.clone(); f.clients]
         } else {
@@ -126,7 +190,51 @@ impl Simulation {
             round: 0,
             sim_time_s: 0.0,
             latency_sum_s: 0.0,
+            latency,
+            ilora_latency_s,
+            budget_s,
+            queue,
+            last_allocation: None,
         })
+    }
+
+    /// The latency budget `T̄ = budget_rel · T_ILoRA` in seconds of the TSFA
+    /// policies (`None` for the fixed-ratio ones).
+    #[must_use]
+    pub fn budget_s(&self) -> Option<f64> {
+        self.budget_s
+    }
+
+    /// `T_ILoRA` in seconds (TSFA policies only): ILoRA's round latency at
+    /// the mean channel, every client, equal shares (see [`LatencyModel`]).
+    #[must_use]
+    pub fn ilora_latency_s(&self) -> Option<f64> {
+        self.ilora_latency_s
+    }
+
+    /// The virtual queue backlog `Q^t` in seconds (drift-plus-penalty only).
+    #[must_use]
+    pub fn queue_s(&self) -> Option<f64> {
+        self.queue.map(|q| q.backlog_s)
+    }
+
+    /// The mean-channel latency model of this run (LoRA mode only).
+    #[must_use]
+    pub fn latency_model(&self) -> Option<&LatencyModel> {
+        self.latency.as_ref()
+    }
+
+    /// The cell (sites, fading).
+    #[must_use]
+    pub fn network(&self) -> &Network {
+        &self.network
+    }
+
+    /// The last round's allocation as applied (`None` before the first
+    /// round of this process: it is not checkpointed).
+    #[must_use]
+    pub fn last_allocation(&self) -> Option<&RoundAllocation> {
+        self.last_allocation.as_ref()
     }
 
     /// The configuration.
@@ -254,10 +362,7 @@ impl Simulation {
                     })
                 })
                 .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join())
-                .collect::<Vec<_>>()
+            handles.into_iter().map(|h| h.join()).collect::<Vec<_>>()
         });
         for r in results {
             match r {
@@ -291,19 +396,175 @@ impl Simulation {
         self.global.head.len() as f64 * f64::from(self.cfg.wireless.channel.bits_per_value)
     }
 
-    /// Bits of one client's upload when it keeps `m` components per matrix.
+    /// Bits of one client's upload when it keeps `m` components per matrix
+    /// (SOFT's budget with index bits, plus the dense head).
     fn level_bits(&self, m: usize) -> Result<f64, FedError> {
         let r = self.cfg.model.rank;
-        let mut bits = self.head_bits();
-        for f in &self.global.factors {
-            let dims = Dims {
-                d: f.b.nrows(),
-                r,
-                l: f.a.ncols(),
-            };
-            bits += budget(dims, m as f64 / r as f64)?.total() as f64;
+        match &self.latency {
+            Some(lat) => lat.level_bits(r, m as f64 / r as f64),
+            None => Ok(self.head_bits()),
         }
-        Ok(bits)
+    }
+
+    /// The penalties `D_k(m)`, `m = 0..=r`, of client `k` with `update`.
+    fn penalties(
+        &self,
+        k: usize,
+        update: &LocalUpdate,
+        kind: PenaltyKind,
+    ) -> Result<Vec<f64>, FedError> {
+        let r = self.cfg.model.rank;
+        match kind {
+            PenaltyKind::BoundFactor => Ok(bound_factor_penalty(r)),
+            PenaltyKind::DroppedEnergy => {
+                let mut per_matrix = Vec::with_capacity(self.global.factors.len());
+                for (j, (g, u)) in self.global.factors.iter().zip(&update.factors).enumerate() {
+                    let db = &u.b - &g.b;
+                    let da = &u.a - &g.a;
+                    // A dense residual (SLoRA) has no components: rank the update alone.
+                    let residual = match &self.residuals[k][j] {
+                        Residual::Dense(_) => &Residual::Zero,
+                        other => other,
+                    };
+                    per_matrix.push(importances(
+                        FactorsView::new(g.b.view(), g.a.view()),
+                        FactorsView::new(db.view(), da.view()),
+                        residual,
+                    )?);
+                }
+                pooled_dropped_energy(&per_matrix, r)
+            }
+        }
+    }
+
+    /// This round's allocation problem and policy for the sampled `clients`
+    /// with their trained `outcomes`.
+    fn round_problem(
+        &self,
+        t: usize,
+        clients: &[usize],
+        outcomes: &[ClientOutcome],
+    ) -> Result<(RoundProblem<Uplink>, Policy), FedError> {
+        let lora = self.cfg.model.mode == TrainMode::Lora;
+        let m = if lora { self.cfg.kept_components() } else { 1 };
+        let fixed_bits = if lora {
+            self.level_bits(m)?
+        } else {
+            self.head_bits()
+        };
+        let load = self.load();
+        let total_size: f64 = clients.iter().map(|&k| self.sizes[k]).sum();
+        let mut problem_clients = Vec::with_capacity(clients.len());
+        for (&k, out) in clients.iter().zip(outcomes) {
+            let link = self.network.uplink(k, t as u64).ok_or_else(|| {
+                FedError::config("federation.clients", format!("no uplink for client {k}"))
+            })?;
+            let freq = self.network.sites()[k].cpu_freq_hz;
+            let levels = match self.cfg.wireless.allocation {
+                AllocationSettings::EqualBandwidth | AllocationSettings::Equalising => {
+                    vec![Level {
+                        components: m as u32,
+                        bits: fixed_bits,
+                        penalty: 0.0,
+                    }]
+                }
+                AllocationSettings::DriftPlusPenalty { m_min, penalty, .. } => {
+                    self.menu(k, &out.update, m_min, penalty)?
+                }
+                AllocationSettings::Myopic { m_min, .. } => {
+                    self.menu(k, &out.update, m_min, PenaltyKind::DroppedEnergy)?
+                }
+            };
+            problem_clients.push(ClientRound {
+                link,
+                compute_latency_s: load.latency_s(freq)?,
+                weight: self.sizes[k] / total_size,
+                levels,
+            });
+        }
+        let (v, queue, policy) = match self.cfg.wireless.allocation {
+            AllocationSettings::EqualBandwidth => (
+                0.0,
+                0.0,
+                Policy::EqualBandwidth {
+                    components: m as u32,
+                },
+            ),
+            AllocationSettings::Equalising => (
+                0.0,
+                0.0,
+                Policy::FixedRatio {
+                    components: m as u32,
+                },
+            ),
+            AllocationSettings::DriftPlusPenalty { v, mode, .. } => (
+                v,
+                self.queue.map_or(0.0, |q| q.backlog_s),
+                Policy::DriftPlusPenalty {
+                    mode,
+                    solver: Solver::Hull,
+                },
+            ),
+            AllocationSettings::Myopic { mode, .. } => (
+                1.0,
+                0.0,
+                Policy::Myopic {
+                    mode,
+                    solver: Solver::Hull,
+                    budget_s: self.budget_s.unwrap_or(f64::NAN),
+                },
+            ),
+        };
+        Ok((
+            RoundProblem {
+                clients: problem_clients,
+                v,
+                queue,
+            },
+            policy,
+        ))
+    }
+
+    /// Client `k`'s levels `m ∈ {m_min..=r}` with SOFT's bits and `D_k(m)`.
+    fn menu(
+        &self,
+        k: usize,
+        update: &LocalUpdate,
+        m_min: usize,
+        kind: PenaltyKind,
+    ) -> Result<Vec<Level>, FedError> {
+        let d = self.penalties(k, update, kind)?;
+        (m_min..=self.cfg.model.rank)
+            .map(|m| {
+                Ok(Level {
+                    components: m as u32,
+                    bits: self.level_bits(m)?,
+                    penalty: d[m],
+                })
+            })
+            .collect()
+    }
+
+    fn load(&self) -> ComputeLoad {
+        ComputeLoad {
+            local_steps: self.cfg.local.steps as u32,
+            batch_size: self.cfg.local.batch_size as u32,
+            cycles_per_sample: self.cycles_per_sample,
+        }
+    }
+
+    /// Trains the next round's clients (without changing any state) and
+    /// returns the allocation problem and policy that round will solve: a
+    /// diagnostic for the allocator's guarantees (and for dumping instances).
+    ///
+    /// # Errors
+    /// As [`Simulation::step`].
+    pub fn next_round_problem(&self) -> Result<(RoundProblem<Uplink>, Policy), FedError> {
+        let t = self.round;
+        let clients = self.sample_clients(t);
+        let starts = vec![&self.global; clients.len()];
+        let outcomes = self.train_clients(t, &clients, &starts)?;
+        self.round_problem(t, &clients, &outcomes)
     }
 
     /// Runs one round and returns its record.
@@ -321,48 +582,18 @@ impl Simulation {
 
         // Allocation for this round's channel.
         let lora = self.cfg.model.mode == TrainMode::Lora;
-        let m = if lora { self.cfg.kept_components() } else { 1 };
-        let bits = if lora { self.level_bits(m)? } else { self.head_bits() };
-        let load = ComputeLoad {
-            local_steps: self.cfg.local.steps as u32,
-            batch_size: self.cfg.local.batch_size as u32,
-            cycles_per_sample: self.cycles_per_sample,
-        };
-        let mut problem_clients = Vec::with_capacity(clients.len());
-        for &k in &clients {
-            let link = self
-                .network
-                .uplink(k, t as u64)
-                .ok_or_else(|| FedError::config("federation.clients", format!("no uplink for client {k}")))?;
-            let freq = self.network.sites()[k].cpu_freq_hz;
-            problem_clients.push(ClientRound {
-                link,
-                compute_latency_s: load.latency_s(freq)?,
-                weight: self.sizes[k],
-                levels: vec![Level {
-                    components: m as u32,
-                    bits,
-                    penalty: 0.0,
-                }],
-            });
-        }
-        let problem = RoundProblem {
-            clients: problem_clients,
-            v: 0.0,
-            queue: 0.0,
-        };
-        let policy = match self.cfg.wireless.allocation {
-            AllocationSettings::EqualBandwidth => Policy::EqualBandwidth {
-                components: m as u32,
-            },
-            AllocationSettings::Equalising => Policy::FixedRatio {
-                components: m as u32,
-            },
-        };
+        let load = self.load();
+        let (problem, policy) = self.round_problem(t, &clients, &outcomes)?;
         let alloc = solve_round(&problem, &policy, &SearchOptions::default())?;
+        let tsfa = self.cfg.wireless.allocation.budget().is_some();
 
         // Compression, client by client, layer by layer.
-        let rho = if lora { m as f64 / self.cfg.model.rank as f64 } else { 1.0 };
+        let r = self.cfg.model.rank as f64;
+        let fixed_rho = if lora {
+            self.cfg.kept_components() as f64 / r
+        } else {
+            1.0
+        };
         let mut sent: Vec<(usize, f64, Vec<Message>)> = Vec::new();
         let (mut values, mut index_bits, mut total_bits, mut energy) = (0u64, 0u64, 0.0f64, 0.0f64);
         for (i, (&k, out)) in clients.iter().zip(&outcomes).enumerate() {
@@ -371,14 +602,30 @@ impl Simulation {
                 self.absorb_into_residual(k, &out.update)?;
                 continue;
             }
+            let rho = if tsfa {
+                f64::from(alloc.components[i]) / r
+            } else {
+                fixed_rho
+            };
             let mut msgs = Vec::with_capacity(self.global.factors.len());
             let mut client_bits = self.head_bits();
-            for (j, (g, u)) in self.global.factors.iter().zip(&out.update.factors).enumerate() {
+            for (j, (g, u)) in self
+                .global
+                .factors
+                .iter()
+                .zip(&out.update.factors)
+                .enumerate()
+            {
                 let db = &u.b - &g.b;
                 let da = &u.a - &g.a;
                 let sparsifier = self.cfg.compression.method.sparsifier(
                     self.cfg.compression.error_feedback,
-                    derive(self.cfg.seed, Stream::Sparsifier, k as u64, (t * 4096 + j) as u64),
+                    derive(
+                        self.cfg.seed,
+                        Stream::Sparsifier,
+                        k as u64,
+                        (t * 4096 + j) as u64,
+                    ),
                 );
                 let (msg, res) = sparsifier.compress(
                     FactorsView::new(g.b.view(), g.a.view()),
@@ -405,10 +652,14 @@ impl Simulation {
 
         // Round latency from the bits actually sent.
         let mut latency = 0.0f64;
+        let mut finish_s = vec![None; clients.len()];
         for (i, _, msgs) in &sent {
             let c = &problem.clients[*i];
-            let b: f64 = msgs.iter().map(|m| m.size().total() as f64).sum::<f64>() + self.head_bits();
-            latency = latency.max(c.compute_latency_s + b / c.link.rate_bps(alloc.shares[*i]));
+            let b: f64 =
+                msgs.iter().map(|m| m.size().total() as f64).sum::<f64>() + self.head_bits();
+            let finish = c.compute_latency_s + b / c.link.rate_bps(alloc.shares[*i]);
+            finish_s[*i] = Some(finish);
+            latency = latency.max(finish);
         }
 
         // Covariance of separate aggregation, per layer, over the clients that sent.
@@ -442,7 +693,10 @@ impl Simulation {
             let mut b = self.global.head.bias.clone();
             for (i, p, _) in &sent {
                 let h = &outcomes[*i].update.head;
-                w.scaled_add((p / total_w) as f32, &(&h.weight - &self.global.head.weight));
+                w.scaled_add(
+                    (p / total_w) as f32,
+                    &(&h.weight - &self.global.head.weight),
+                );
                 for (bj, (hj, gj)) in b.iter_mut().zip(h.bias.iter().zip(&self.global.head.bias)) {
                     *bj += (p / total_w) as f32 * (hj - gj);
                 }
@@ -451,17 +705,23 @@ impl Simulation {
         }
         self.check_finite(t)?;
 
+        let queue_before_s = self.queue.map_or(0.0, |q| q.backlog_s);
+        let queue_s = match &mut self.queue {
+            Some(q) => q.update(latency)?,
+            None => 0.0,
+        };
         self.round += 1;
         self.sim_time_s += latency;
         self.latency_sum_s += latency;
         let train_loss = mean(outcomes.iter().map(|o| o.update.mean_task_loss));
-        let (test_loss, accuracy) = if self.round % self.cfg.federation.eval_every == 0 || self.finished() {
-            let (l, a) = self.evaluate(&self.global)?;
-            (Some(l), Some(a))
-        } else {
-            (None, None)
-        };
-        Ok(RoundRecord {
+        let (test_loss, accuracy) =
+            if self.round.is_multiple_of(self.cfg.federation.eval_every) || self.finished() {
+                let (l, a) = self.evaluate(&self.global)?;
+                (Some(l), Some(a))
+            } else {
+                (None, None)
+            };
+        let record = RoundRecord {
             round: self.round,
             participants: sent.len(),
             accuracy,
@@ -473,12 +733,19 @@ impl Simulation {
             latency_s: latency,
             sim_time_s: self.sim_time_s,
             mean_latency_s: self.latency_sum_s / self.round as f64,
-            queue_s: 0.0,
+            queue_s,
             energy_j: energy,
             components: alloc.components.clone(),
             shares: alloc.shares.clone(),
             covariance_rel: cov_rel,
-        })
+        };
+        self.last_allocation = Some(RoundAllocation {
+            clients,
+            allocation: alloc,
+            finish_s,
+            queue_before_s,
+        });
+        Ok(record)
     }
 
     /// A client that sits out keeps its whole update in its residual.
@@ -488,7 +755,9 @@ impl Simulation {
             let da = &u.a - &g.a;
             let next = match std::mem::take(&mut self.residuals[k][j]) {
                 Residual::Zero => Residual::Factors(wflora_soft::Factors::new(db, da)),
-                Residual::Factors(f) => Residual::Factors(wflora_soft::Factors::new(f.b + &db, f.a + &da)),
+                Residual::Factors(f) => {
+                    Residual::Factors(wflora_soft::Factors::new(f.b + &db, f.a + &da))
+                }
                 Residual::Dense(e) => {
                     let dense = u.b.dot(&u.a) - g.b.dot(&g.a);
                     Residual::Dense(e + &dense)
@@ -615,6 +884,7 @@ impl Simulation {
                 "round": self.round,
                 "sim_time_s_bits": self.sim_time_s.to_bits(),
                 "latency_sum_s_bits": self.latency_sum_s.to_bits(),
+                "queue_s_bits": self.queue.map(|q| q.backlog_s.to_bits()),
                 "residual_kinds": kinds,
             }),
             tensors,
@@ -642,7 +912,9 @@ impl Simulation {
             reason: format!("checkpoint metadata: {what}"),
         };
         let round = ck.meta["round"].as_u64().ok_or_else(|| meta_err("round"))? as usize;
-        let sim = ck.meta["sim_time_s_bits"].as_u64().ok_or_else(|| meta_err("sim_time_s_bits"))?;
+        let sim = ck.meta["sim_time_s_bits"]
+            .as_u64()
+            .ok_or_else(|| meta_err("sim_time_s_bits"))?;
         let lat = ck.meta["latency_sum_s_bits"]
             .as_u64()
             .ok_or_else(|| meta_err("latency_sum_s_bits"))?;
@@ -656,7 +928,12 @@ impl Simulation {
                 f.b = take_mat(&mut ck, &format!("{prefix}{}.B", f.name), f.b.dim(), path)?;
                 f.a = take_mat(&mut ck, &format!("{prefix}{}.A", f.name), f.a.dim(), path)?;
             }
-            s.head.weight = take_mat(&mut ck, &format!("{prefix}head.weight"), s.head.weight.dim(), path)?;
+            s.head.weight = take_mat(
+                &mut ck,
+                &format!("{prefix}head.weight"),
+                s.head.weight.dim(),
+                path,
+            )?;
             s.head.bias = ck.take(&format!("{prefix}head.bias"), &[s.head.bias.len()], path)?;
             Ok(())
         };
@@ -686,6 +963,12 @@ impl Simulation {
                     other => return Err(meta_err(&format!("unknown residual kind '{other}'"))),
                 };
             }
+        }
+        if let Some(q) = &mut self.queue {
+            let bits = ck.meta["queue_s_bits"]
+                .as_u64()
+                .ok_or_else(|| meta_err("queue_s_bits"))?;
+            q.backlog_s = f64::from_bits(bits);
         }
         self.round = round;
         self.sim_time_s = f64::from_bits(sim);

@@ -11,6 +11,13 @@
 //! never measured, so runs are reproducible), metrics as JSON lines, and
 //! checkpoints that make a killed run resumable with identical results.
 //!
+//! TSFA (METHOD §4–§5) lives here too, because it needs the engine's
+//! measurements: the online stage is an allocation policy
+//! ([`AllocationSettings::DriftPlusPenalty`], with the virtual latency queue
+//! in the simulation's state and checkpoints; [`AllocationSettings::Myopic`]
+//! is its single-stage baseline), and the offline stage ([`tsfa`]) runs
+//! short pilots to fit the bound's `Γ(r)` and `C(r)` and picks the rank `r*`.
+//!
 //! What it deliberately does not know: how a sparsifier ranks components,
 //! how a rate is computed, how the knapsack is solved, how a ViT is built.
 //! It sees each through the other crate's public functions and types only.
@@ -34,6 +41,7 @@
 //! # }
 //! ```
 
+pub mod centralized;
 pub mod checkpoint;
 pub mod config;
 pub mod covariance;
@@ -43,17 +51,19 @@ pub mod metrics;
 pub mod run;
 pub mod seed;
 pub mod task;
+pub mod tsfa;
 
 pub use config::{
     AllocationSettings, CompressionSettings, FederationSettings, LocalSettings, ModelSettings,
-    RunConfig, TrainMode, WirelessSettings,
+    PenaltyKind, RunConfig, TrainMode, WirelessSettings,
 };
 pub use covariance::{Covariance, covariance};
-pub use engine::{ModelState, Simulation};
+pub use engine::{ModelState, RoundAllocation, Simulation};
 pub use error::FedError;
 pub use metrics::RoundRecord;
-pub use run::run_to_end;
+pub use run::{run_to_end, run_until};
 pub use task::{DatasetSource, Task, TaskConfig};
+pub use tsfa::{LatencyModel, OfflinePlan, OfflineSettings, PilotRun, plan_offline};
 
 /// Lower-case hex of bytes.
 pub(crate) fn hex(bytes: &[u8]) -> String {

@@ -8,10 +8,10 @@
 //! continues, so a killed and resumed run ends with exactly the metrics of an
 //! uninterrupted one.
 
+use crate::FedError;
 use crate::checkpoint::Checkpoint;
 use crate::engine::Simulation;
 use crate::metrics::RoundRecord;
-use crate::FedError;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -33,6 +33,22 @@ pub fn run_to_end(
     sim: &mut Simulation,
     dir: &Path,
     resume: bool,
+    on_round: impl FnMut(&RoundRecord),
+) -> Result<Vec<RoundRecord>, FedError> {
+    run_until(sim, dir, resume, usize::MAX, on_round)
+}
+
+/// As [`run_to_end`], but stops (with metrics and checkpoint on disk) once
+/// `stop_after` rounds are complete: what a run killed after that round
+/// leaves behind.
+///
+/// # Errors
+/// As [`run_to_end`].
+pub fn run_until(
+    sim: &mut Simulation,
+    dir: &Path,
+    resume: bool,
+    stop_after: usize,
     mut on_round: impl FnMut(&RoundRecord),
 ) -> Result<Vec<RoundRecord>, FedError> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
@@ -44,13 +60,11 @@ pub fn run_to_end(
         let ck = Checkpoint::read(&state_path, Some(&sim.config().hash()))?;
         sim.restore(ck, &state_path)?;
         records = read_metrics(&metrics_path, sim.round())?;
-    } else if metrics_path.exists() || state_path.exists() {
-        if !resume {
-            return Err(FedError::Resume {
-                path: dir.to_path_buf(),
-                reason: "already holds a run (metrics.jsonl or state.ckpt); pass --resume to continue it or choose another output directory".into(),
-            });
-        }
+    } else if (metrics_path.exists() || state_path.exists()) && !resume {
+        return Err(FedError::Resume {
+            path: dir.to_path_buf(),
+            reason: "already holds a run (metrics.jsonl or state.ckpt); pass --resume to continue it or choose another output directory".into(),
+        });
     }
     let cfg_json = serde_json::to_string_pretty(sim.config()).map_err(|e| FedError::Resume {
         path: config_path.clone(),
@@ -63,7 +77,7 @@ pub fn run_to_end(
         .append(true)
         .open(&metrics_path)
         .map_err(io(&metrics_path))?;
-    while !sim.finished() {
+    while !sim.finished() && sim.round() < stop_after {
         let rec = sim.step()?;
         let line = serde_json::to_string(&rec).map_err(|e| FedError::Resume {
             path: metrics_path.clone(),
@@ -96,7 +110,10 @@ pub fn read_metrics(path: &Path, rounds: usize) -> Result<Vec<RoundRecord>, FedE
     if out.len() != rounds {
         return Err(FedError::Resume {
             path: path.to_path_buf(),
-            reason: format!("holds {} rounds but the checkpoint is at round {rounds}", out.len()),
+            reason: format!(
+                "holds {} rounds but the checkpoint is at round {rounds}",
+                out.len()
+            ),
         });
     }
     Ok(out)

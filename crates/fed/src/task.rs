@@ -92,19 +92,29 @@ impl TaskConfig {
     pub fn validate(&self) -> Result<(), FedError> {
         let bad = |field: &str, reason: String| Err(FedError::config(field, reason));
         if self.target_classes.len() < 2 {
-            return bad("task.target_classes", "at least two classes are needed".into());
+            return bad(
+                "task.target_classes",
+                "at least two classes are needed".into(),
+            );
         }
         if self.source_classes.is_empty() {
             return bad("task.source_classes", "at least one class is needed".into());
         }
-        if let Some(c) = self.source_classes.iter().find(|c| self.target_classes.contains(c)) {
+        if let Some(c) = self
+            .source_classes
+            .iter()
+            .find(|c| self.target_classes.contains(c))
+        {
             return bad(
                 "task.source_classes",
                 format!("class {c} is also a target class; source and target must be disjoint"),
             );
         }
         if !(self.test_fraction > 0.0 && self.test_fraction < 1.0) {
-            return bad("task.test_fraction", format!("{} must lie in (0, 1)", self.test_fraction));
+            return bad(
+                "task.test_fraction",
+                format!("{} must lie in (0, 1)", self.test_fraction),
+            );
         }
         if self.pretrain.source_classes != self.source_classes.len() {
             return bad(
@@ -195,7 +205,12 @@ impl Task {
         test.normalize(&stats)?;
 
         let vit = cfg.vit_config(source.channels())?;
-        let shape = [source.len(), source.channels(), source.height(), source.width()];
+        let shape = [
+            source.len(),
+            source.channels(),
+            source.height(),
+            source.width(),
+        ];
         let batch = Batch::new(source.images(), source.labels(), shape)?;
         let cached = wflora_lora::cached_pretrain(
             &cfg.cache_dir,

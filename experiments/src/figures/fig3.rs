@@ -1,0 +1,357 @@
+//! fig3: test accuracy vs round for ILoRA, SOFT, SLoRA, TLoRA and RLoRA at
+//! the same ratio ρ on non-IID clients (METHOD §7), with the two sanity
+//! conditions of METHOD §6b (ILoRA clearly above head-only; federated ILoRA
+//! above local-only training) checked before the paper's claim.
+//!
+//! Every arm runs with the same seeds, so partitions, initialisations and
+//! batches are shared and the differences are paired.
+
+use super::stats::{Paired, mean, paired, std};
+use super::{FigureOptions, FigureOutcome, Profile};
+use crate::cli::{CliError, progress};
+use crate::plot::{LinePlot, Series};
+use crate::report::{Claim, Manifest, ResultsDir, print_claims};
+use serde::Serialize;
+use std::sync::Arc;
+use wflora_fed::{RoundRecord, RunConfig, Simulation, Task, TrainMode};
+use wflora_soft::MethodKind;
+
+/// One curve of the figure.
+#[derive(Debug, Clone, Copy)]
+struct Arm {
+    id: &'static str,
+    label: &'static str,
+    method: MethodKind,
+    mode: TrainMode,
+    local_only: bool,
+}
+
+const ARMS: [Arm; 7] = [
+    Arm {
+        id: "ilora",
+        label: "ILoRA",
+        method: MethodKind::ILora,
+        mode: TrainMode::Lora,
+        local_only: false,
+    },
+    Arm {
+        id: "soft",
+        label: "SOFT",
+        method: MethodKind::Soft,
+        mode: TrainMode::Lora,
+        local_only: false,
+    },
+    Arm {
+        id: "slora",
+        label: "SLoRA",
+        method: MethodKind::SLora,
+        mode: TrainMode::Lora,
+        local_only: false,
+    },
+    Arm {
+        id: "tlora",
+        label: "TLoRA",
+        method: MethodKind::TLora,
+        mode: TrainMode::Lora,
+        local_only: false,
+    },
+    Arm {
+        id: "rlora",
+        label: "RLoRA",
+        method: MethodKind::RLora,
+        mode: TrainMode::Lora,
+        local_only: false,
+    },
+    Arm {
+        id: "head_only",
+        label: "head only",
+        method: MethodKind::ILora,
+        mode: TrainMode::HeadOnly,
+        local_only: false,
+    },
+    Arm {
+        id: "local_only",
+        label: "local only",
+        method: MethodKind::ILora,
+        mode: TrainMode::Lora,
+        local_only: true,
+    },
+];
+
+/// The base configuration and seeds of a profile. Learning rate, local
+/// steps and non-IID level were fixed on ILoRA alone (METHOD §6b) and are
+/// the same for every arm; see docs/figures.md.
+fn profile(p: Profile) -> (RunConfig, Vec<u64>) {
+    let mut cfg = RunConfig::embedded_default();
+    cfg.name = "fig3".into();
+    match p {
+        Profile::Default => (cfg, vec![1, 2, 3]),
+        Profile::Quick => {
+            cfg.task.pretrain.steps = 60;
+            cfg.task.pretrain.warmup_steps = 10;
+            cfg.federation.clients = 4;
+            cfg.federation.clients_per_round = 4;
+            cfg.federation.rounds = 3;
+            cfg.local.steps = 2;
+            (cfg, vec![1])
+        }
+    }
+}
+
+fn arm_config(base: &RunConfig, arm: &Arm, seed: u64) -> RunConfig {
+    let mut c = base.clone();
+    c.name = format!("fig3-{}-s{seed}", arm.id);
+    c.seed = seed;
+    c.compression.method = arm.method;
+    c.model.mode = arm.mode;
+    c.federation.local_only = arm.local_only;
+    c
+}
+
+/// Mean accuracy of the last (up to) three evaluations: the final accuracy
+/// with less evaluation noise.
+fn final_accuracy(records: &[RoundRecord]) -> f64 {
+    let accs: Vec<f64> = records.iter().filter_map(|r| r.accuracy).collect();
+    let tail = &accs[accs.len().saturating_sub(3)..];
+    mean(tail)
+}
+
+#[derive(Serialize)]
+struct ArmSummary {
+    arm: &'static str,
+    final_accuracy_mean: f64,
+    final_accuracy_std: f64,
+    final_accuracy_per_seed: Vec<f64>,
+    bits_per_round_mean: f64,
+    mean_round_latency_s: f64,
+}
+
+/// Runs fig3.
+///
+/// # Errors
+/// Configuration, run or I/O errors.
+pub fn run(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
+    let dir = ResultsDir::open(&opts.out, opts.force || opts.resume)?;
+    let runs_dir = dir.path().join("runs");
+    if opts.force && !opts.resume && runs_dir.exists() {
+        std::fs::remove_dir_all(&runs_dir)
+            .map_err(|e| format!("cannot clear {}: {e}", runs_dir.display()))?;
+    }
+    let (base, seeds) = profile(opts.profile);
+    eprintln!(
+        "fig3 [{}]: building task (pre-training the backbone on first use)...",
+        opts.profile.name()
+    );
+    let task = Arc::new(Task::build(&base.task)?);
+    let total = (ARMS.len() * seeds.len() * base.federation.rounds) as u64;
+    let bar = progress(total, "fig3 rounds");
+    let mut results: Vec<Vec<Vec<RoundRecord>>> = Vec::new();
+    for arm in &ARMS {
+        let mut per_seed = Vec::new();
+        for &seed in &seeds {
+            let cfg = arm_config(&base, arm, seed);
+            let run_dir = runs_dir.join(format!("{}-s{seed}", arm.id));
+            let mut sim = Simulation::new(cfg, task.clone())?;
+            bar.set_message(format!("{} seed {seed}", arm.label));
+            let done_before = bar.position();
+            let records = wflora_fed::run_to_end(&mut sim, &run_dir, opts.resume, |r| {
+                bar.set_position(done_before + r.round as u64);
+            })?;
+            bar.set_position(done_before + base.federation.rounds as u64);
+            per_seed.push(records);
+        }
+        results.push(per_seed);
+    }
+    bar.finish();
+
+    // data.csv: one row per arm, seed and round.
+    let mut csv = String::from(
+        "arm,seed,round,accuracy,test_loss,train_loss,bits,latency_s,sim_time_s,covariance_rel_mean\n",
+    );
+    for (arm, per_seed) in ARMS.iter().zip(&results) {
+        for (seed, recs) in seeds.iter().zip(per_seed) {
+            for r in recs {
+                let cov = if r.covariance_rel.is_empty() {
+                    f64::NAN
+                } else {
+                    mean(&r.covariance_rel)
+                };
+                csv.push_str(&format!(
+                    "{},{seed},{},{},{},{},{},{},{},{}\n",
+                    arm.id,
+                    r.round,
+                    r.accuracy.map_or(String::new(), |a| a.to_string()),
+                    r.test_loss.map_or(String::new(), |a| a.to_string()),
+                    r.train_loss,
+                    r.bits,
+                    r.latency_s,
+                    r.sim_time_s,
+                    cov
+                ));
+            }
+        }
+    }
+    dir.write_text("data.csv", &csv)?;
+
+    // Summaries per arm.
+    let finals: Vec<Vec<f64>> = results
+        .iter()
+        .map(|s| s.iter().map(|r| final_accuracy(r)).collect())
+        .collect();
+    let summaries: Vec<ArmSummary> = ARMS
+        .iter()
+        .zip(&results)
+        .zip(&finals)
+        .map(|((arm, per_seed), f)| ArmSummary {
+            arm: arm.id,
+            final_accuracy_mean: mean(f),
+            final_accuracy_std: std(f),
+            final_accuracy_per_seed: f.clone(),
+            bits_per_round_mean: mean(
+                &per_seed
+                    .iter()
+                    .flat_map(|r| r.iter().map(|x| x.bits))
+                    .collect::<Vec<_>>(),
+            ),
+            mean_round_latency_s: mean(
+                &per_seed
+                    .iter()
+                    .filter_map(|r| r.last().map(|x| x.mean_latency_s))
+                    .collect::<Vec<_>>(),
+            ),
+        })
+        .collect();
+    let idx = |id: &str| ARMS.iter().position(|a| a.id == id).unwrap_or(0);
+    let pair = |a: &str, b: &str| paired(&finals[idx(a)], &finals[idx(b)]);
+    let d_ilora_head = pair("ilora", "head_only");
+    let d_ilora_local = pair("ilora", "local_only");
+    let d_ilora_soft = pair("ilora", "soft");
+    let d_soft_slora = pair("soft", "slora");
+    let d_soft_tlora = pair("soft", "tlora");
+    let d_soft_rlora = pair("soft", "rlora");
+    let claims = vec![
+        Claim::at_least(
+            "sanity_ilora_above_head_only",
+            d_ilora_head.lower,
+            0.02,
+            "ILoRA minus head-only final accuracy, paired over seeds, lower end (mean − 2·se); must clear 2 points",
+        ),
+        Claim::at_least(
+            "sanity_federated_above_local_only",
+            d_ilora_local.lower,
+            0.0,
+            "federated ILoRA minus local-only final accuracy, paired, lower end (mean − 2·se)",
+        ),
+        Claim::at_most(
+            "soft_close_to_ilora",
+            d_ilora_soft.upper,
+            0.02,
+            "ILoRA minus SOFT final accuracy, paired, upper end (mean + 2·se); within 2 points",
+        ),
+        Claim::at_most(
+            "soft_close_to_slora",
+            d_soft_slora.mean.abs() - 2.0 * d_soft_slora.se,
+            0.02,
+            "|SOFT minus SLoRA| final accuracy, paired, less 2·se; within 2 points",
+        ),
+        Claim::at_least(
+            "tlora_clearly_below_soft",
+            d_soft_tlora.lower,
+            0.01,
+            "SOFT minus TLoRA final accuracy, paired, lower end (mean − 2·se); at least 1 point beyond the seed noise",
+        ),
+        Claim::at_least(
+            "rlora_clearly_below_soft",
+            d_soft_rlora.lower,
+            0.01,
+            "SOFT minus RLoRA final accuracy, paired, lower end (mean − 2·se); at least 1 point beyond the seed noise",
+        ),
+    ];
+
+    // Plot: mean accuracy with min–max band over seeds, federated arms.
+    let mut series = Vec::new();
+    for (arm, per_seed) in ARMS.iter().zip(&results) {
+        if arm.local_only {
+            continue;
+        }
+        let rounds = per_seed.first().map_or(0, Vec::len);
+        let mut pts = Vec::new();
+        let mut band = Vec::new();
+        for t in 0..rounds {
+            let accs: Vec<f64> = per_seed
+                .iter()
+                .filter_map(|r| r.get(t).and_then(|x| x.accuracy))
+                .collect();
+            if accs.len() == per_seed.len() && !accs.is_empty() {
+                let x = (t + 1) as f64;
+                pts.push((x, mean(&accs)));
+                let lo = accs.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = accs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                band.push((x, lo, hi));
+            }
+        }
+        let mut s = Series::line(arm.label, pts);
+        if seeds.len() > 1 {
+            s = s.with_band(band);
+        }
+        series.push(s);
+    }
+    let rho = base.compression.rho;
+    LinePlot {
+        title: format!(
+            "fig3: test accuracy vs round (ρ = {rho}, {} seeds, {})",
+            seeds.len(),
+            opts.profile.name()
+        ),
+        x_label: "round".into(),
+        y_label: "test accuracy".into(),
+        log_x: false,
+        log_y: false,
+        series,
+    }
+    .write(dir.path(), "fig3")?;
+
+    let diffs: Vec<(&str, Paired)> = vec![
+        ("ilora_minus_head_only", d_ilora_head),
+        ("ilora_minus_local_only", d_ilora_local),
+        ("ilora_minus_soft", d_ilora_soft),
+        ("soft_minus_slora", d_soft_slora),
+        ("soft_minus_tlora", d_soft_tlora),
+        ("soft_minus_rlora", d_soft_rlora),
+    ];
+    dir.write_json("config.json", &base)?;
+    dir.write_json(
+        "manifest.json",
+        &Manifest::current(seeds[0], opts.profile.name()),
+    )?;
+    dir.write_json(
+        "summary.json",
+        &serde_json::json!({
+            "figure": "fig3",
+            "profile": opts.profile.name(),
+            "seeds": seeds,
+            "rho": rho,
+            "test_images": task.test.len(),
+            "arms": summaries,
+            "paired_differences": diffs.iter().map(|(n, p)| serde_json::json!({"name": n, "diff": p})).collect::<Vec<_>>(),
+            "claims": claims,
+        }),
+    )?;
+    print_claims("fig3", &claims);
+    for s in &summaries {
+        println!(
+            "  {:>10}: final accuracy {:.4} ± {:.4} (per seed {:?})",
+            s.arm,
+            s.final_accuracy_mean,
+            s.final_accuracy_std,
+            s.final_accuracy_per_seed
+                .iter()
+                .map(|a| (a * 10000.0).round() / 10000.0)
+                .collect::<Vec<_>>()
+        );
+    }
+    Ok(FigureOutcome {
+        claims,
+        dir: dir.path().to_path_buf(),
+    })
+}

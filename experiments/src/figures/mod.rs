@@ -1,0 +1,114 @@
+//! The figure registry: each figure of METHOD §7 as a function from a
+//! profile to data, plot, summary and claim checks.
+//!
+//! A figure runs its simulations through `wflora-fed` (each run in its own
+//! subdirectory, resumable), then computes its claims from the data it wrote.
+
+pub mod fig3;
+mod stats;
+
+use crate::cli::CliError;
+use crate::report::Claim;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// How big a reproduction is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Profile {
+    /// CI: every figure end to end in under a minute; claims printed, not required.
+    Quick,
+    /// The embedded dataset and pre-trained tiny backbone; claims must hold.
+    Default,
+}
+
+impl FromStr for Profile {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "quick" => Ok(Self::Quick),
+            "default" => Ok(Self::Default),
+            "real" | "paper" => Err(format!(
+                "profile '{s}' needs the real assets (issue 6), which are not wired in yet; use quick or default"
+            )),
+            other => Err(format!(
+                "unknown profile '{other}' (expected quick or default)"
+            )),
+        }
+    }
+}
+
+impl Profile {
+    /// Its name.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Quick => "quick",
+            Self::Default => "default",
+        }
+    }
+}
+
+/// Options common to every figure.
+#[derive(Debug, Clone)]
+pub struct FigureOptions {
+    /// Profile.
+    pub profile: Profile,
+    /// Output directory of this figure (`results/<fig>` by default).
+    pub out: PathBuf,
+    /// Continue finished and half-finished runs instead of refusing the directory.
+    pub resume: bool,
+    /// Overwrite earlier results.
+    pub force: bool,
+}
+
+/// What a figure reports back.
+#[derive(Debug, Clone)]
+pub struct FigureOutcome {
+    /// The claim checks.
+    pub claims: Vec<Claim>,
+    /// Where everything was written.
+    pub dir: PathBuf,
+}
+
+/// A registered figure.
+pub struct Figure {
+    /// Identifier (`fig3`).
+    pub id: &'static str,
+    /// What it shows.
+    pub shows: &'static str,
+    /// The claim it checks.
+    pub claim: &'static str,
+    /// Runs it.
+    pub run: fn(&FigureOptions) -> Result<FigureOutcome, CliError>,
+}
+
+/// Every figure, in order.
+pub const FIGURES: &[Figure] = &[Figure {
+    id: "fig3",
+    shows: "test accuracy vs round, ILoRA / SOFT / SLoRA / TLoRA / RLoRA at the same ratio, non-IID",
+    claim: "SOFT ≈ SLoRA ≈ close to ILoRA; TLoRA and RLoRA clearly below",
+    run: fig3::run,
+}];
+
+/// The figure called `id`.
+///
+/// # Errors
+/// An unknown id, listing the known ones.
+pub fn find(id: &str) -> Result<&'static Figure, CliError> {
+    FIGURES.iter().find(|f| f.id == id).ok_or_else(|| {
+        let known: Vec<_> = FIGURES.iter().map(|f| f.id).collect();
+        format!(
+            "unknown figure '{id}' (known: {}, or all)",
+            known.join(", ")
+        )
+        .into()
+    })
+}
+
+/// Default output directory of a figure.
+#[must_use]
+pub fn default_out(id: &str) -> PathBuf {
+    Path::new("results").join(id)
+}
