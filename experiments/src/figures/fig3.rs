@@ -250,9 +250,9 @@ pub fn run(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
         ),
         Claim::at_most(
             "soft_close_to_slora",
-            d_soft_slora.mean.abs() - 2.0 * d_soft_slora.se,
+            d_soft_slora.mean.abs() + 2.0 * d_soft_slora.se,
             0.02,
-            "|SOFT minus SLoRA| final accuracy, paired, less 2·se; within 2 points",
+            "|SOFT minus SLoRA| final accuracy, paired, plus 2·se; within 2 points",
         ),
         Claim::at_least(
             "tlora_clearly_below_soft",
