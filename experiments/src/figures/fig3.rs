@@ -158,6 +158,16 @@ pub fn run(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
                 bar.set_position(done_before + r.round as u64);
             })?;
             bar.set_position(done_before + base.federation.rounds as u64);
+            if bar.is_hidden() {
+                // No terminal: one plain line per finished run instead of the bar.
+                eprintln!(
+                    "fig3: {} seed {seed} done ({}/{} rounds), final accuracy {:.4}",
+                    arm.label,
+                    bar.position(),
+                    total,
+                    final_accuracy(&records)
+                );
+            }
             per_seed.push(records);
         }
         results.push(per_seed);
