@@ -96,6 +96,10 @@ pub struct RoundAllocation {
 /// What one client produced in a round.
 struct ClientOutcome {
     update: LocalUpdate,
+    /// `(ΔB, ΔA)` per adapted matrix against the state the client started
+    /// from, computed once and used by the penalties, the compression and a
+    /// sit-out's residual.
+    deltas: Vec<(Array2<f32>, Array2<f32>)>,
 }
 
 impl Simulation {
@@ -332,7 +336,13 @@ impl Simulation {
                 what: format!("client {k}'s training loss"),
             });
         }
-        Ok(ClientOutcome { update })
+        let deltas = start
+            .factors
+            .iter()
+            .zip(&update.factors)
+            .map(|(g, u)| (&u.b - &g.b, &u.a - &g.a))
+            .collect();
+        Ok(ClientOutcome { update, deltas })
     }
 
     /// Trains `clients` (each from its own start state) on worker threads.
@@ -410,7 +420,7 @@ impl Simulation {
     fn penalties(
         &self,
         k: usize,
-        update: &LocalUpdate,
+        out: &ClientOutcome,
         kind: PenaltyKind,
     ) -> Result<Vec<f64>, FedError> {
         let r = self.cfg.model.rank;
@@ -418,9 +428,7 @@ impl Simulation {
             PenaltyKind::BoundFactor => Ok(bound_factor_penalty(r)),
             PenaltyKind::DroppedEnergy => {
                 let mut per_matrix = Vec::with_capacity(self.global.factors.len());
-                for (j, (g, u)) in self.global.factors.iter().zip(&update.factors).enumerate() {
-                    let db = &u.b - &g.b;
-                    let da = &u.a - &g.a;
+                for (j, (g, (db, da))) in self.global.factors.iter().zip(&out.deltas).enumerate() {
                     // A dense residual (SLoRA) has no components: rank the update alone.
                     let residual = match &self.residuals[k][j] {
                         Residual::Dense(_) => &Residual::Zero,
@@ -469,10 +477,10 @@ impl Simulation {
                     }]
                 }
                 AllocationSettings::DriftPlusPenalty { m_min, penalty, .. } => {
-                    self.menu(k, &out.update, m_min, penalty)?
+                    self.menu(k, out, m_min, penalty)?
                 }
                 AllocationSettings::Myopic { m_min, .. } => {
-                    self.menu(k, &out.update, m_min, PenaltyKind::DroppedEnergy)?
+                    self.menu(k, out, m_min, PenaltyKind::DroppedEnergy)?
                 }
             };
             problem_clients.push(ClientRound {
@@ -529,11 +537,11 @@ impl Simulation {
     fn menu(
         &self,
         k: usize,
-        update: &LocalUpdate,
+        out: &ClientOutcome,
         m_min: usize,
         kind: PenaltyKind,
     ) -> Result<Vec<Level>, FedError> {
-        let d = self.penalties(k, update, kind)?;
+        let d = self.penalties(k, out, kind)?;
         (m_min..=self.cfg.model.rank)
             .map(|m| {
                 Ok(Level {
@@ -594,12 +602,12 @@ impl Simulation {
         } else {
             1.0
         };
-        let mut sent: Vec<(usize, f64, Vec<Message>)> = Vec::new();
+        let mut sent: Vec<(usize, f64, Vec<Message>, f64)> = Vec::new();
         let (mut values, mut index_bits, mut total_bits, mut energy) = (0u64, 0u64, 0.0f64, 0.0f64);
         for (i, (&k, out)) in clients.iter().zip(&outcomes).enumerate() {
             if alloc.components[i] == 0 {
                 // Sits out (deep fade): its update stays in its residual.
-                self.absorb_into_residual(k, &out.update)?;
+                self.absorb_into_residual(k, out)?;
                 continue;
             }
             let rho = if tsfa {
@@ -609,15 +617,7 @@ impl Simulation {
             };
             let mut msgs = Vec::with_capacity(self.global.factors.len());
             let mut client_bits = self.head_bits();
-            for (j, (g, u)) in self
-                .global
-                .factors
-                .iter()
-                .zip(&out.update.factors)
-                .enumerate()
-            {
-                let db = &u.b - &g.b;
-                let da = &u.a - &g.a;
+            for (j, (g, (db, da))) in self.global.factors.iter().zip(&out.deltas).enumerate() {
                 let sparsifier = self.cfg.compression.method.sparsifier(
                     self.cfg.compression.error_feedback,
                     derive(
@@ -647,18 +647,16 @@ impl Simulation {
             let freq = self.network.sites()[k].cpu_freq_hz;
             energy += upload_energy_j(link.tx_power_w, client_bits, rate)
                 + load.energy_j(self.cfg.wireless.channel.kappa, freq);
-            sent.push((i, self.sizes[k], msgs));
+            // Finish time from the bits actually sent.
+            let finish = problem.clients[i].compute_latency_s + client_bits / rate;
+            sent.push((i, self.sizes[k], msgs, finish));
         }
 
-        // Round latency from the bits actually sent.
+        // Round latency: the last participant to finish.
         let mut latency = 0.0f64;
         let mut finish_s = vec![None; clients.len()];
-        for (i, _, msgs) in &sent {
-            let c = &problem.clients[*i];
-            let b: f64 =
-                msgs.iter().map(|m| m.size().total() as f64).sum::<f64>() + self.head_bits();
-            let finish = c.compute_latency_s + b / c.link.rate_bps(alloc.shares[*i]);
-            finish_s[*i] = Some(finish);
+        for &(i, _, _, finish) in &sent {
+            finish_s[i] = Some(finish);
             latency = latency.max(finish);
         }
 
@@ -667,7 +665,7 @@ impl Simulation {
         for j in 0..self.global.factors.len() {
             let items: Vec<_> = sent
                 .iter()
-                .map(|(i, p, _)| {
+                .map(|(i, p, _, _)| {
                     let f = &outcomes[*i].update.factors[j];
                     (*p, &f.b, &f.a)
                 })
@@ -679,11 +677,13 @@ impl Simulation {
         }
 
         // Aggregation.
-        let total_w: f64 = sent.iter().map(|(_, p, _)| p).sum();
+        let total_w: f64 = sent.iter().map(|(_, p, _, _)| p).sum();
         if total_w > 0.0 {
             for j in 0..self.global.factors.len() {
-                let msgs: Vec<(f64, &Message)> =
-                    sent.iter().map(|(_, p, m)| (p / total_w, &m[j])).collect();
+                let msgs: Vec<(f64, &Message)> = sent
+                    .iter()
+                    .map(|(_, p, m, _)| (p / total_w, &m[j]))
+                    .collect();
                 let g = &self.global.factors[j];
                 let new = aggregate(FactorsView::new(g.b.view(), g.a.view()), &msgs)?;
                 self.global.factors[j].b = new.b;
@@ -691,7 +691,7 @@ impl Simulation {
             }
             let mut w = self.global.head.weight.clone();
             let mut b = self.global.head.bias.clone();
-            for (i, p, _) in &sent {
+            for (i, p, _, _) in &sent {
                 let h = &outcomes[*i].update.head;
                 w.scaled_add(
                     (p / total_w) as f32,
@@ -749,14 +749,22 @@ impl Simulation {
     }
 
     /// A client that sits out keeps its whole update in its residual.
-    fn absorb_into_residual(&mut self, k: usize, update: &LocalUpdate) -> Result<(), FedError> {
-        for (j, (g, u)) in self.global.factors.iter().zip(&update.factors).enumerate() {
-            let db = &u.b - &g.b;
-            let da = &u.a - &g.a;
+    fn absorb_into_residual(&mut self, k: usize, out: &ClientOutcome) -> Result<(), FedError> {
+        let update = &out.update;
+        for (j, ((g, u), (db, da))) in self
+            .global
+            .factors
+            .iter()
+            .zip(&update.factors)
+            .zip(&out.deltas)
+            .enumerate()
+        {
             let next = match std::mem::take(&mut self.residuals[k][j]) {
-                Residual::Zero => Residual::Factors(wflora_soft::Factors::new(db, da)),
+                Residual::Zero => {
+                    Residual::Factors(wflora_soft::Factors::new(db.clone(), da.clone()))
+                }
                 Residual::Factors(f) => {
-                    Residual::Factors(wflora_soft::Factors::new(f.b + &db, f.a + &da))
+                    Residual::Factors(wflora_soft::Factors::new(f.b + db, f.a + da))
                 }
                 Residual::Dense(e) => {
                     let dense = u.b.dot(&u.a) - g.b.dot(&g.a);

@@ -8,25 +8,19 @@ use std::sync::{Arc, OnceLock};
 use wflora_fed::{FedError, RunConfig, Simulation, Task, run_to_end, run_until};
 use wflora_soft::MethodKind;
 
-/// A small configuration: short pre-training, 4 clients, 4 rounds.
+mod common;
+
+/// The small run, 3 of 4 clients per round, evaluated every 2 rounds.
 fn small(method: MethodKind) -> RunConfig {
-    let mut c = RunConfig::embedded_default();
-    c.task.pretrain.steps = 30;
-    c.task.pretrain.warmup_steps = 5;
-    c.task.cache_dir = scratch("cache");
-    c.federation.clients = 4;
+    let mut c = common::small_base(scratch("cache"));
     c.federation.clients_per_round = 3;
-    c.federation.rounds = 4;
     c.federation.eval_every = 2;
-    c.local.steps = 2;
     c.compression.method = method;
     c
 }
 
 fn scratch(name: &str) -> PathBuf {
-    std::env::temp_dir()
-        .join(format!("wflora-fed-test-{}", std::process::id()))
-        .join(name)
+    common::scratch("test", name)
 }
 
 fn task() -> Arc<Task> {

@@ -25,25 +25,19 @@ fn dpp(v: f64, budget_rel: f64, mode: RatioMode, penalty: PenaltyKind) -> Alloca
     }
 }
 
-/// Short pre-training, 4 clients (all every round), 4 rounds, SOFT.
+mod common;
+
+/// The small run with SOFT, all 4 clients every round, evaluated at the end.
 fn small(allocation: AllocationSettings) -> RunConfig {
-    let mut c = RunConfig::embedded_default();
-    c.task.pretrain.steps = 30;
-    c.task.pretrain.warmup_steps = 5;
-    c.task.cache_dir = scratch("cache");
-    c.federation.clients = 4;
+    let mut c = common::small_base(scratch("cache"));
     c.federation.clients_per_round = 4;
-    c.federation.rounds = 4;
     c.federation.eval_every = 4;
-    c.local.steps = 2;
     c.wireless.allocation = allocation;
     c
 }
 
 fn scratch(name: &str) -> PathBuf {
-    std::env::temp_dir()
-        .join(format!("wflora-fed-tsfa-{}", std::process::id()))
-        .join(name)
+    common::scratch("tsfa", name)
 }
 
 fn task() -> Arc<Task> {
