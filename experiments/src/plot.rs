@@ -106,6 +106,42 @@ const PALETTE: [RGBColor; 8] = [
     RGBColor(23, 190, 207),
 ];
 
+/// A compact tick label: up to four significant digits, trailing zeros
+/// dropped, scientific notation outside `[1e-3, 1e5)`.
+fn tick(v: f64) -> String {
+    let a = v.abs();
+    if v == 0.0 {
+        return "0".into();
+    }
+    if !(1e-3..1e5).contains(&a) {
+        return format!("{v:.1e}");
+    }
+    let decimals = (3 - a.log10().floor() as i32).clamp(0, 6) as usize;
+    let s = format!("{v:.decimals$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        s
+    }
+}
+
+/// A log-axis tick label: only at `1, 2, 4, 5 × 10^k` (other ticks keep their
+/// grid line but no text, so the labels never crowd).
+fn log_tick(v: f64) -> String {
+    if !(v.is_finite() && v > 0.0) {
+        return String::new();
+    }
+    let mantissa = v / 10f64.powf(v.log10().floor());
+    if [1.0, 2.0, 4.0, 5.0, 10.0]
+        .iter()
+        .any(|m| (mantissa - m).abs() < 1e-6)
+    {
+        tick(v)
+    } else {
+        String::new()
+    }
+}
+
 impl LinePlot {
     /// Writes `<stem>.png` and `<stem>.svg` into `dir`; returns both paths.
     pub fn write(&self, dir: &Path, stem: &str) -> Result<[PathBuf; 2], PlotError> {
@@ -210,6 +246,10 @@ impl LinePlot {
             .configure_mesh()
             .x_desc(self.x_label.as_str())
             .y_desc(self.y_label.as_str())
+            .x_labels(if self.log_x { 30 } else { 8 })
+            .y_labels(if self.log_y { 12 } else { 10 })
+            .x_label_formatter(&|v| if self.log_x { log_tick(*v) } else { tick(*v) })
+            .y_label_formatter(&|v| if self.log_y { log_tick(*v) } else { tick(*v) })
             .label_style(("sans-serif", 16))
             .axis_desc_style(("sans-serif", 18))
             .draw()
@@ -266,6 +306,23 @@ fn draw_err<E: std::fmt::Display>(path: &Path, e: E) -> PlotError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ticks_are_compact() {
+        assert_eq!(tick(0.0), "0");
+        assert_eq!(tick(16.0), "16");
+        assert_eq!(tick(2.5), "2.5");
+        assert_eq!(tick(0.125), "0.125");
+        assert_eq!(tick(0.8), "0.8");
+        assert_eq!(tick(1024.0), "1024");
+        assert_eq!(tick(-0.05), "-0.05");
+        assert_eq!(tick(2e6), "2.0e6");
+        assert_eq!(log_tick(20.0), "20");
+        assert_eq!(log_tick(0.5), "0.5");
+        assert_eq!(log_tick(3.0), "");
+        assert_eq!(log_tick(4.0), "4");
+        assert_eq!(log_tick(0.0), "");
+    }
 
     #[test]
     fn writes_png_and_svg_with_text() {

@@ -289,7 +289,9 @@ impl RunConfig {
                 rank: 8,
                 alpha: 16.0,
                 targets: vec![LoraTarget::Q, LoraTarget::V],
-                zeta: 0.0,
+                // SOFT's orthogonality weight, chosen once by fig8's rule
+                // (docs/figures.md); baselines run with ζ = 0.
+                zeta: 0.1,
                 regulariser: RegulariserKind::Plain,
             },
             local: LocalSettings {

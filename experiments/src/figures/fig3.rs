@@ -6,14 +6,14 @@
 //! Every arm runs with the same seeds, so partitions, initialisations and
 //! batches are shared and the differences are paired.
 
+use super::common::{Runner, SOFT_ZETA, final_accuracy, seeds, shrink};
 use super::stats::{Paired, mean, paired, std};
 use super::{FigureOptions, FigureOutcome, Profile};
-use crate::cli::{CliError, progress};
+use crate::cli::CliError;
 use crate::plot::{LinePlot, Series};
-use crate::report::{Claim, Manifest, ResultsDir, print_claims};
+use crate::report::Claim;
 use serde::Serialize;
-use std::sync::Arc;
-use wflora_fed::{RoundRecord, RunConfig, Simulation, Task, TrainMode};
+use wflora_fed::{RoundRecord, RunConfig, TrainMode};
 use wflora_soft::MethodKind;
 
 /// One curve of the figure.
@@ -82,20 +82,9 @@ const ARMS: [Arm; 7] = [
 /// steps and non-IID level were fixed on ILoRA alone (METHOD §6b) and are
 /// the same for every arm; see docs/figures.md.
 fn profile(p: Profile) -> (RunConfig, Vec<u64>) {
-    let mut cfg = RunConfig::embedded_default();
+    let mut cfg = shrink(RunConfig::embedded_default(), p);
     cfg.name = "fig3".into();
-    match p {
-        Profile::Default => (cfg, vec![1, 2, 3]),
-        Profile::Quick => {
-            cfg.task.pretrain.steps = 60;
-            cfg.task.pretrain.warmup_steps = 10;
-            cfg.federation.clients = 4;
-            cfg.federation.clients_per_round = 4;
-            cfg.federation.rounds = 3;
-            cfg.local.steps = 2;
-            (cfg, vec![1])
-        }
-    }
+    (cfg, seeds(p))
 }
 
 fn arm_config(base: &RunConfig, arm: &Arm, seed: u64) -> RunConfig {
@@ -105,15 +94,14 @@ fn arm_config(base: &RunConfig, arm: &Arm, seed: u64) -> RunConfig {
     c.compression.method = arm.method;
     c.model.mode = arm.mode;
     c.federation.local_only = arm.local_only;
+    // The orthogonality regulariser is SOFT's change to training; the
+    // baselines train without it (METHOD §1).
+    c.model.zeta = if arm.method == MethodKind::Soft {
+        SOFT_ZETA
+    } else {
+        0.0
+    };
     c
-}
-
-/// Mean accuracy of the last (up to) three evaluations: the final accuracy
-/// with less evaluation noise.
-fn final_accuracy(records: &[RoundRecord]) -> f64 {
-    let accs: Vec<f64> = records.iter().filter_map(|r| r.accuracy).collect();
-    let tail = &accs[accs.len().saturating_sub(3)..];
-    mean(tail)
 }
 
 #[derive(Serialize)]
@@ -131,48 +119,18 @@ struct ArmSummary {
 /// # Errors
 /// Configuration, run or I/O errors.
 pub fn run(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
-    let dir = ResultsDir::open(&opts.out, opts.force || opts.resume)?;
-    let runs_dir = dir.path().join("runs");
-    if opts.force && !opts.resume && runs_dir.exists() {
-        std::fs::remove_dir_all(&runs_dir)
-            .map_err(|e| format!("cannot clear {}: {e}", runs_dir.display()))?;
-    }
     let (base, seeds) = profile(opts.profile);
-    eprintln!(
-        "fig3 [{}]: building task (pre-training the backbone on first use)...",
-        opts.profile.name()
-    );
-    let task = Arc::new(Task::build(&base.task)?);
-    let total = (ARMS.len() * seeds.len() * base.federation.rounds) as u64;
-    let bar = progress(total, "fig3 rounds");
+    let total = ARMS.len() * seeds.len() * base.federation.rounds;
+    let runner = Runner::start("fig3", opts, &base, total)?;
     let mut results: Vec<Vec<Vec<RoundRecord>>> = Vec::new();
     for arm in &ARMS {
         let mut per_seed = Vec::new();
         for &seed in &seeds {
             let cfg = arm_config(&base, arm, seed);
-            let run_dir = runs_dir.join(format!("{}-s{seed}", arm.id));
-            let mut sim = Simulation::new(cfg, task.clone())?;
-            bar.set_message(format!("{} seed {seed}", arm.label));
-            let done_before = bar.position();
-            let records = wflora_fed::run_to_end(&mut sim, &run_dir, opts.resume, |r| {
-                bar.set_position(done_before + r.round as u64);
-            })?;
-            bar.set_position(done_before + base.federation.rounds as u64);
-            if bar.is_hidden() {
-                // No terminal: one plain line per finished run instead of the bar.
-                eprintln!(
-                    "fig3: {} seed {seed} done ({}/{} rounds), final accuracy {:.4}",
-                    arm.label,
-                    bar.position(),
-                    total,
-                    final_accuracy(&records)
-                );
-            }
-            per_seed.push(records);
+            per_seed.push(runner.run(cfg, &format!("{}-s{seed}", arm.id))?);
         }
         results.push(per_seed);
     }
-    bar.finish();
 
     // data.csv: one row per arm, seed and round.
     let mut csv = String::from(
@@ -201,7 +159,7 @@ pub fn run(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
             }
         }
     }
-    dir.write_text("data.csv", &csv)?;
+    runner.dir().write_text("data.csv", &csv)?;
 
     // Summaries per arm.
     let finals: Vec<Vec<f64>> = results
@@ -319,7 +277,7 @@ pub fn run(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
         log_y: false,
         series,
     }
-    .write(dir.path(), "fig3")?;
+    .write(runner.dir().path(), "fig3")?;
 
     let diffs: Vec<(&str, Paired)> = vec![
         ("ilora_minus_head_only", d_ilora_head),
@@ -329,25 +287,18 @@ pub fn run(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
         ("soft_minus_tlora", d_soft_tlora),
         ("soft_minus_rlora", d_soft_rlora),
     ];
-    dir.write_json("config.json", &base)?;
-    dir.write_json(
-        "manifest.json",
-        &Manifest::current(seeds[0], opts.profile.name()),
-    )?;
-    dir.write_json(
-        "summary.json",
-        &serde_json::json!({
-            "figure": "fig3",
-            "profile": opts.profile.name(),
-            "seeds": seeds,
-            "rho": rho,
-            "test_images": task.test.len(),
-            "arms": summaries,
-            "paired_differences": diffs.iter().map(|(n, p)| serde_json::json!({"name": n, "diff": p})).collect::<Vec<_>>(),
-            "claims": claims,
-        }),
-    )?;
-    print_claims("fig3", &claims);
+    let mut summary = serde_json::Map::new();
+    summary.insert("rho".into(), rho.into());
+    summary.insert("zeta_soft".into(), SOFT_ZETA.into());
+    summary.insert("arms".into(), serde_json::to_value(&summaries)?);
+    summary.insert(
+        "paired_differences".into(),
+        diffs
+            .iter()
+            .map(|(n, p)| serde_json::json!({"name": n, "diff": p}))
+            .collect(),
+    );
+    let outcome = runner.finish(&base, &seeds, summary, claims)?;
     for s in &summaries {
         println!(
             "  {:>10}: final accuracy {:.4} ± {:.4} (per seed {:?})",
@@ -360,8 +311,5 @@ pub fn run(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
                 .collect::<Vec<_>>()
         );
     }
-    Ok(FigureOutcome {
-        claims,
-        dir: dir.path().to_path_buf(),
-    })
+    Ok(outcome)
 }

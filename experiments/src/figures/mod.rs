@@ -4,7 +4,14 @@
 //! A figure runs its simulations through `wflora-fed` (each run in its own
 //! subdirectory, resumable), then computes its claims from the data it wrote.
 
+mod common;
+pub mod fig2;
 pub mod fig3;
+pub mod fig4;
+pub mod fig5;
+pub mod fig6;
+pub mod fig7;
+pub mod fig8;
 mod stats;
 
 use crate::cli::CliError;
@@ -85,12 +92,50 @@ pub struct Figure {
 }
 
 /// Every figure, in order.
-pub const FIGURES: &[Figure] = &[Figure {
-    id: "fig3",
-    shows: "test accuracy vs round, ILoRA / SOFT / SLoRA / TLoRA / RLoRA at the same ratio, non-IID",
-    claim: "SOFT ≈ SLoRA ≈ close to ILoRA; TLoRA and RLoRA clearly below",
-    run: fig3::run,
-}];
+pub const FIGURES: &[Figure] = &[
+    Figure {
+        id: "fig2",
+        shows: "bound terms vs rank r (Γ, C, sparsification, total, chosen r*); covariance norm per round, IID vs Dirichlet α ∈ {1, 0.1}",
+        claim: "U-shaped bound with an interior r*; covariance larger under non-IID",
+        run: fig2::run,
+    },
+    Figure {
+        id: "fig3",
+        shows: "test accuracy vs round, ILoRA / SOFT / SLoRA / TLoRA / RLoRA at the same ratio, non-IID",
+        claim: "SOFT ≈ SLoRA ≈ close to ILoRA; TLoRA and RLoRA clearly below",
+        run: fig3::run,
+    },
+    Figure {
+        id: "fig4",
+        shows: "final accuracy vs ρ per method; selection time per client-round, SOFT vs SLoRA, vs layer width",
+        claim: "SOFT keeps accuracy at low ρ; SOFT's selection orders of magnitude cheaper than SVD",
+        run: fig4::run,
+    },
+    Figure {
+        id: "fig5",
+        shows: "TSFA vs online-only, offline-only, myopic, ILoRA: accuracy vs simulated time; running-average latency and queue vs round",
+        claim: "TSFA best accuracy per unit time and its average latency meets T̄",
+        run: fig5::run,
+    },
+    Figure {
+        id: "fig6",
+        shows: "sweep of V and of T̄: final accuracy, kept ratio, average latency and queue",
+        claim: "the O(1/V) / O(V) trade-off",
+        run: fig6::run,
+    },
+    Figure {
+        id: "fig7",
+        shows: "accuracy vs fixed rank under the budget, TSFA's r* marked",
+        claim: "the offline choice sits near the best rank",
+        run: fig7::run,
+    },
+    Figure {
+        id: "fig8",
+        shows: "ablations: orthogonality weight ζ (importance-vs-singular-value error, accuracy), SOFT vs SOFT-Δ, error feedback on/off",
+        claim: "near-orthogonality makes s_i match singular values and keeps accuracy",
+        run: fig8::run,
+    },
+];
 
 /// The figure called `id`.
 ///

@@ -1,0 +1,430 @@
+//! What every figure does the same way: open the results directory, build
+//! the task once, run each simulation in its own resumable directory under a
+//! progress bar, write the per-round CSV rows, and finish with the config,
+//! manifest, summary and printed claims.
+
+use super::stats::mean;
+use super::{FigureOptions, FigureOutcome, Profile};
+use crate::cli::{CliError, progress};
+use crate::report::{Claim, Manifest, ResultsDir, print_claims};
+use indicatif::ProgressBar;
+use serde::Serialize;
+use std::path::PathBuf;
+use std::sync::Arc;
+use wflora_bounds::{BoundParams, RatioGrid};
+use wflora_fed::{
+    AllocationSettings, OfflinePlan, OfflineSettings, RoundRecord, RunConfig, Simulation, Task,
+};
+
+/// One figure's run: its results directory, task and progress bar.
+pub struct Runner {
+    fig: &'static str,
+    profile: Profile,
+    dir: ResultsDir,
+    runs_dir: PathBuf,
+    resume: bool,
+    task: Arc<Task>,
+    bar: ProgressBar,
+}
+
+impl Runner {
+    /// Opens the figure's directory (refusing earlier results unless
+    /// `--force`/`--resume`), clears old runs on `--force`, builds the task
+    /// of `base` and starts a progress bar over `total_rounds`.
+    ///
+    /// # Errors
+    /// Existing results, I/O, or task errors.
+    pub fn start(
+        fig: &'static str,
+        opts: &FigureOptions,
+        base: &RunConfig,
+        total_rounds: usize,
+    ) -> Result<Self, CliError> {
+        base.validate()?;
+        let dir = ResultsDir::open(&opts.out, opts.force || opts.resume)?;
+        let runs_dir = dir.path().join("runs");
+        if opts.force && !opts.resume && runs_dir.exists() {
+            std::fs::remove_dir_all(&runs_dir)
+                .map_err(|e| format!("cannot clear {}: {e}", runs_dir.display()))?;
+        }
+        eprintln!(
+            "{fig} [{}]: building task (pre-training the backbone on first use)...",
+            opts.profile.name()
+        );
+        let task = Arc::new(Task::build(&base.task)?);
+        let bar = progress(total_rounds as u64, &format!("{fig} rounds"));
+        Ok(Self {
+            fig,
+            profile: opts.profile,
+            dir,
+            runs_dir,
+            resume: opts.resume,
+            task,
+            bar,
+        })
+    }
+
+    /// The results directory.
+    pub fn dir(&self) -> &ResultsDir {
+        &self.dir
+    }
+
+    /// Runs (or, with `--resume`, continues) one simulation in `runs/<id>`.
+    ///
+    /// # Errors
+    /// Configuration or run errors.
+    pub fn run(&self, cfg: RunConfig, id: &str) -> Result<Vec<RoundRecord>, CliError> {
+        Ok(self.run_with(cfg, id, |_| Ok(()))?.0)
+    }
+
+    /// As [`Runner::run`], and computes `inspect` on the finished simulation
+    /// (its final global model, say).
+    ///
+    /// # Errors
+    /// Configuration or run errors, or those of `inspect`.
+    pub fn run_with<T>(
+        &self,
+        cfg: RunConfig,
+        id: &str,
+        inspect: impl FnOnce(&Simulation) -> Result<T, CliError>,
+    ) -> Result<(Vec<RoundRecord>, T), CliError> {
+        let rounds = cfg.federation.rounds as u64;
+        let run_dir = self.runs_dir.join(id);
+        let mut sim = Simulation::new(cfg, self.task.clone())?;
+        self.bar.set_message(id.to_owned());
+        let before = self.bar.position();
+        let records = wflora_fed::run_to_end(&mut sim, &run_dir, self.resume, |r| {
+            self.bar.set_position(before + r.round as u64);
+        })?;
+        self.bar.set_position(before + rounds);
+        if self.bar.is_hidden() {
+            // No terminal: one plain line per finished run instead of the bar.
+            eprintln!(
+                "{}: {id} done ({}/{} rounds), final accuracy {:.4}",
+                self.fig,
+                self.bar.position(),
+                self.bar.length().unwrap_or(0),
+                final_accuracy(&records)
+            );
+        }
+        let extra = inspect(&sim)?;
+        Ok((records, extra))
+    }
+
+    /// TSFA's offline stage on `base` (pilot runs, the bound table, `r*`).
+    /// Deterministic, so a resumed figure recomputes the same plan.
+    ///
+    /// # Errors
+    /// Pilot, fit or selection errors.
+    pub fn plan(
+        &self,
+        base: &RunConfig,
+        settings: &OfflineSettings,
+    ) -> Result<OfflinePlan, CliError> {
+        self.bar.set_message("offline stage (pilots)".to_owned());
+        let plan = wflora_fed::plan_offline(base, self.task.clone(), settings)?;
+        if self.bar.is_hidden() {
+            eprintln!(
+                "{}: offline stage chose r* = {}, rho(r*) = {:.4} (T̄ = {:.3} s)",
+                self.fig, plan.rank, plan.ratio, plan.budget_s
+            );
+        }
+        Ok(plan)
+    }
+
+    /// Writes `config.json` (`base`), `manifest.json`, `summary.json` (the
+    /// given fields plus figure, profile, seeds and claims) and prints the
+    /// claims.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn finish<T: Serialize>(
+        self,
+        base: &T,
+        seeds: &[u64],
+        mut summary: serde_json::Map<String, serde_json::Value>,
+        claims: Vec<Claim>,
+    ) -> Result<FigureOutcome, CliError> {
+        self.bar.finish();
+        summary.insert("figure".into(), self.fig.into());
+        summary.insert("profile".into(), self.profile.name().into());
+        summary.insert("seeds".into(), serde_json::to_value(seeds)?);
+        summary.insert("test_images".into(), self.task.test.len().into());
+        summary.insert("claims".into(), serde_json::to_value(&claims)?);
+        self.dir.write_json("config.json", base)?;
+        self.dir.write_json(
+            "manifest.json",
+            &Manifest::current(seeds.first().copied().unwrap_or(0), self.profile.name()),
+        )?;
+        self.dir
+            .write_json("summary.json", &serde_json::Value::Object(summary))?;
+        print_claims(self.fig, &claims);
+        Ok(FigureOutcome {
+            claims,
+            dir: self.dir.path().to_path_buf(),
+        })
+    }
+}
+
+/// Mean accuracy of the last (up to) three evaluations: the final accuracy
+/// with less evaluation noise.
+#[must_use]
+pub fn final_accuracy(records: &[RoundRecord]) -> f64 {
+    let accs: Vec<f64> = records.iter().filter_map(|r| r.accuracy).collect();
+    let tail = &accs[accs.len().saturating_sub(3)..];
+    mean(tail)
+}
+
+/// The accuracy of the last evaluation at or before simulated time `t`
+/// (NaN when none).
+#[must_use]
+pub fn accuracy_at_time(records: &[RoundRecord], t: f64) -> f64 {
+    records
+        .iter()
+        .filter(|r| r.sim_time_s <= t * (1.0 + 1e-12))
+        .filter_map(|r| r.accuracy)
+        .next_back()
+        .unwrap_or(f64::NAN)
+}
+
+/// Mean kept ratio `m_k / r` over the sampled clients of a round (sit-outs
+/// count as 0; NaN when the round reports no components, e.g. ILoRA's).
+#[must_use]
+pub fn kept_ratio(r: &RoundRecord, rank: usize) -> f64 {
+    if r.components.is_empty() || rank == 0 {
+        return f64::NAN;
+    }
+    r.components.iter().map(|&m| f64::from(m)).sum::<f64>() / (r.components.len() * rank) as f64
+}
+
+/// The per-round CSV columns every figure writes after its own key columns.
+pub const ROUND_COLUMNS: &str = "round,accuracy,test_loss,train_loss,bits,latency_s,sim_time_s,mean_latency_s,queue_s,participants,kept_ratio,covariance_rel_mean";
+
+/// One CSV line per round: `keys` (already comma-joined) then
+/// [`ROUND_COLUMNS`].
+#[must_use]
+pub fn round_rows(keys: &str, records: &[RoundRecord], rank: usize) -> String {
+    let opt = |x: Option<f64>| x.map_or(String::new(), |a| a.to_string());
+    let mut out = String::new();
+    for r in records {
+        let cov = if r.covariance_rel.is_empty() {
+            f64::NAN
+        } else {
+            mean(&r.covariance_rel)
+        };
+        out.push_str(&format!(
+            "{keys},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+            r.round,
+            opt(r.accuracy),
+            opt(r.test_loss),
+            r.train_loss,
+            r.bits,
+            r.latency_s,
+            r.sim_time_s,
+            r.mean_latency_s,
+            r.queue_s,
+            r.participants,
+            kept_ratio(r, rank),
+            cov
+        ));
+    }
+    out
+}
+
+/// A point of a spread band: `(x, low, high)`.
+pub type Band = (f64, f64, f64);
+
+/// Mean curve and min–max band over seeds of `f(record)` against the round
+/// number (rounds where every seed has a value).
+#[must_use]
+pub fn curve_over_seeds(
+    per_seed: &[Vec<RoundRecord>],
+    f: impl Fn(&RoundRecord) -> Option<f64>,
+) -> (Vec<(f64, f64)>, Vec<Band>) {
+    let rounds = per_seed.iter().map(Vec::len).min().unwrap_or(0);
+    let mut pts = Vec::new();
+    let mut band = Vec::new();
+    for t in 0..rounds {
+        let v: Vec<f64> = per_seed.iter().filter_map(|r| f(&r[t])).collect();
+        if v.len() == per_seed.len() && !v.is_empty() {
+            let x = (t + 1) as f64;
+            pts.push((x, mean(&v)));
+            let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            band.push((x, lo, hi));
+        }
+    }
+    (pts, band)
+}
+
+/// The TSFA base of a profile (METHOD §5): the embedded task over a 1 MHz
+/// band, where the upload rather than the tiny model's computation
+/// dominates a round (at 20 MHz the allocation is bang-bang: every client
+/// sends everything or sits out), drift-plus-penalty with `V = 0.1`,
+/// per-client ratios, `m_min = 1`, `T̄ = 0.6·T_ILoRA` at rank 8. The same
+/// settings as `experiments/configs/tsfa.toml`; fig5–fig7 share them.
+#[must_use]
+pub fn tsfa_base(p: Profile, name: &str) -> RunConfig {
+    let mut cfg = shrink(RunConfig::embedded_default(), p);
+    cfg.name = name.to_owned();
+    cfg.compression.method = wflora_soft::MethodKind::Soft;
+    cfg.model.zeta = SOFT_ZETA;
+    cfg.wireless.channel.bandwidth_hz = 1e6;
+    cfg.wireless.allocation = AllocationSettings::DriftPlusPenalty {
+        v: 0.1,
+        budget_rel: 0.6,
+        mode: wflora_alloc::RatioMode::PerClient,
+        m_min: 1,
+        penalty: wflora_fed::PenaltyKind::DroppedEnergy,
+        budget_rank: Some(8),
+    };
+    cfg
+}
+
+/// The offline stage's settings of a profile: candidates `{1, 2, 4, 8, 16}`
+/// (`r_max = 16`, the reference pilot), covariance measured at ranks 2 and 8
+/// as well, `T̄ = 0.6·T_ILoRA` at rank 8 (as [`tsfa_base`]), the bound's
+/// default constants (`c_Γ = c_C = c_S = 1`, uncalibrated; docs/choices.md)
+/// and whole-component ratios.
+#[must_use]
+pub fn offline_settings(p: Profile) -> OfflineSettings {
+    let (candidates, reference_rank, covariance_ranks, pilot_rounds) = match p {
+        Profile::Default => (vec![1, 2, 4, 8, 16], 16, vec![2, 8], 5),
+        Profile::Quick => (vec![1, 2, 4, 8], 8, vec![2], 1),
+    };
+    OfflineSettings {
+        candidates,
+        reference_rank,
+        covariance_ranks,
+        pilot_rounds,
+        budget_rel: 0.6,
+        budget_rank: Some(8),
+        bound: BoundParams::default(),
+        ratio_grid: RatioGrid::Components,
+    }
+}
+
+/// The orthogonality weight `ζ` every SOFT run uses (METHOD §1: the
+/// baselines train with `ζ = 0`). Chosen once from fig8's diagnostic by the
+/// rule written there and in docs/figures.md: on the default profile
+/// (seeds 1–3) the rule picked `ζ = 0.1` of `{0, 0.01, 0.1, 1}`.
+pub const SOFT_ZETA: f64 = 0.1;
+
+/// The profile's size: `default` is the embedded default run; `quick`
+/// shrinks pre-training, clients, rounds and local steps so that a figure
+/// runs end to end in seconds.
+#[must_use]
+pub fn shrink(mut cfg: RunConfig, p: Profile) -> RunConfig {
+    if p == Profile::Quick {
+        cfg.task.pretrain.steps = 60;
+        cfg.task.pretrain.warmup_steps = 10;
+        cfg.federation.clients = 4;
+        cfg.federation.clients_per_round = 4;
+        cfg.federation.rounds = 3;
+        cfg.local.steps = 2;
+    }
+    cfg
+}
+
+/// The seeds of a profile: three on `default` (claims are paired over
+/// them), one on `quick`.
+#[must_use]
+pub fn seeds(p: Profile) -> Vec<u64> {
+    match p {
+        Profile::Default => vec![1, 2, 3],
+        Profile::Quick => vec![1],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(
+        round: usize,
+        accuracy: Option<f64>,
+        sim_time_s: f64,
+        components: Vec<u32>,
+    ) -> RoundRecord {
+        RoundRecord {
+            round,
+            participants: components.iter().filter(|&&m| m > 0).count(),
+            accuracy,
+            test_loss: accuracy.map(|a| 1.0 - a),
+            train_loss: 0.5,
+            bits: 1.0,
+            values: 1,
+            index_bits: 0,
+            latency_s: 1.0,
+            sim_time_s,
+            mean_latency_s: 1.0,
+            queue_s: 0.0,
+            energy_j: 0.0,
+            components,
+            shares: Vec::new(),
+            covariance_rel: vec![0.1, 0.3],
+        }
+    }
+
+    #[test]
+    fn accuracy_at_time_takes_the_last_evaluation_not_after_t() {
+        let recs = vec![
+            record(1, Some(0.5), 1.0, vec![]),
+            record(2, None, 2.0, vec![]),
+            record(3, Some(0.7), 3.0, vec![]),
+        ];
+        assert_eq!(accuracy_at_time(&recs, 2.5), 0.5);
+        assert_eq!(accuracy_at_time(&recs, 3.0), 0.7);
+        assert!(accuracy_at_time(&recs, 0.5).is_nan());
+    }
+
+    #[test]
+    fn kept_ratio_counts_sit_outs_as_zero() {
+        // (8 + 0 + 2) / (3 · 8)
+        let r = record(1, None, 1.0, vec![8, 0, 2]);
+        assert!((kept_ratio(&r, 8) - 10.0 / 24.0).abs() < 1e-15);
+        assert!(kept_ratio(&record(1, None, 1.0, vec![]), 8).is_nan());
+    }
+
+    #[test]
+    fn final_accuracy_is_the_mean_of_the_last_three_evaluations() {
+        let recs: Vec<_> = [0.1, 0.2, 0.4, 0.6, 0.8]
+            .iter()
+            .enumerate()
+            .map(|(i, &a)| record(i + 1, Some(a), i as f64, vec![]))
+            .collect();
+        assert!((final_accuracy(&recs) - 0.6).abs() < 1e-15);
+        assert!((final_accuracy(&recs[..1]) - 0.1).abs() < 1e-15);
+    }
+
+    #[test]
+    fn round_rows_match_the_header() {
+        let recs = vec![record(1, Some(0.5), 1.0, vec![4, 4])];
+        let line = round_rows("a,b", &recs, 8);
+        let header = format!("k1,k2,{ROUND_COLUMNS}");
+        assert_eq!(
+            line.trim_end().split(',').count(),
+            header.split(',').count(),
+            "{line}"
+        );
+        // covariance column is the mean over matrices
+        assert!(line.trim_end().ends_with(",0.5,0.2"), "{line}");
+    }
+
+    #[test]
+    fn curve_over_seeds_gives_mean_and_range() {
+        let a = vec![
+            record(1, Some(0.2), 1.0, vec![]),
+            record(2, Some(0.4), 2.0, vec![]),
+        ];
+        let b = vec![
+            record(1, Some(0.4), 1.0, vec![]),
+            record(2, None, 2.0, vec![]),
+        ];
+        let (pts, band) = curve_over_seeds(&[a, b], |r| r.accuracy);
+        // Round 2 is missing for one seed, so only round 1 is drawn.
+        assert_eq!(pts.len(), 1);
+        assert!((pts[0].1 - 0.3).abs() < 1e-15);
+        assert_eq!(band[0], (1.0, 0.2, 0.4));
+    }
+}
