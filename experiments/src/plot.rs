@@ -125,21 +125,19 @@ fn tick(v: f64) -> String {
     }
 }
 
-/// A log-axis tick label: only at `1, 2, 4, 5 × 10^k` (other ticks keep their
-/// grid line but no text, so the labels never crowd).
+/// The label of a tick at `v = log10(x)` on a linearised log axis: `x`
+/// with two significant digits (`10^v` exactly at whole decades).
 fn log_tick(v: f64) -> String {
-    if !(v.is_finite() && v > 0.0) {
+    if !v.is_finite() {
         return String::new();
     }
-    let mantissa = v / 10f64.powf(v.log10().floor());
-    if [1.0, 2.0, 4.0, 5.0, 10.0]
-        .iter()
-        .any(|m| (mantissa - m).abs() < 1e-6)
-    {
-        tick(v)
-    } else {
-        String::new()
+    let x = 10f64.powf(v);
+    if (v - v.round()).abs() < 1e-9 {
+        return tick(10f64.powi(v.round() as i32));
     }
+    let digits = x.abs().log10().floor() as i32;
+    let scale = 10f64.powi(digits - 1);
+    tick((x / scale).round() * scale)
 }
 
 impl LinePlot {
@@ -204,21 +202,55 @@ impl LinePlot {
         Some((span(&xs, self.log_x)?, span(&ys, self.log_y)?))
     }
 
+    /// The plot with every log axis replaced by `log10` of its values on a
+    /// linear axis (non-positive values dropped); tick labels then show
+    /// `10^v` (see [`log_tick`]). Drawing log axes this way keeps the ticks
+    /// evenly spaced and never crowded.
+    fn linearised(&self) -> Self {
+        let f = |v: f64, log: bool| {
+            if log {
+                if v > 0.0 { v.log10() } else { f64::NAN }
+            } else {
+                v
+            }
+        };
+        let (lx, ly) = (self.log_x, self.log_y);
+        Self {
+            series: self
+                .series
+                .iter()
+                .map(|s| Series {
+                    label: s.label.clone(),
+                    points: s
+                        .points
+                        .iter()
+                        .map(|&(x, y)| (f(x, lx), f(y, ly)))
+                        .collect(),
+                    band: s
+                        .band
+                        .iter()
+                        .map(|&(x, lo, hi)| (f(x, lx), f(lo, ly), f(hi, ly)))
+                        .collect(),
+                    markers: s.markers,
+                })
+                .collect(),
+            log_x: false,
+            log_y: false,
+            ..self.clone()
+        }
+    }
+
     fn draw<DB: DrawingBackend>(
         &self,
         root: &DrawingArea<DB, Shift>,
         path: &Path,
     ) -> Result<(), PlotError> {
-        let ((x0, x1), (y0, y1)) = self
+        let lin = self.linearised();
+        let ((x0, x1), (y0, y1)) = lin
             .ranges()
             .ok_or_else(|| PlotError::Empty(self.title.clone()))?;
         root.fill(&WHITE).map_err(|e| draw_err(path, e))?;
-        match (self.log_x, self.log_y) {
-            (false, false) => self.draw_in(root, path, x0..x1, y0..y1),
-            (true, false) => self.draw_in(root, path, (x0..x1).log_scale(), y0..y1),
-            (false, true) => self.draw_in(root, path, x0..x1, (y0..y1).log_scale()),
-            (true, true) => self.draw_in(root, path, (x0..x1).log_scale(), (y0..y1).log_scale()),
-        }
+        lin.draw_in(root, path, x0..x1, y0..y1, (self.log_x, self.log_y))
     }
 
     fn draw_in<DB, X, Y>(
@@ -227,6 +259,7 @@ impl LinePlot {
         path: &Path,
         x: X,
         y: Y,
+        (log_x, log_y): (bool, bool),
     ) -> Result<(), PlotError>
     where
         DB: DrawingBackend,
@@ -246,10 +279,10 @@ impl LinePlot {
             .configure_mesh()
             .x_desc(self.x_label.as_str())
             .y_desc(self.y_label.as_str())
-            .x_labels(if self.log_x { 30 } else { 8 })
-            .y_labels(if self.log_y { 12 } else { 10 })
-            .x_label_formatter(&|v| if self.log_x { log_tick(*v) } else { tick(*v) })
-            .y_label_formatter(&|v| if self.log_y { log_tick(*v) } else { tick(*v) })
+            .x_labels(8)
+            .y_labels(10)
+            .x_label_formatter(&|v| if log_x { log_tick(*v) } else { tick(*v) })
+            .y_label_formatter(&|v| if log_y { log_tick(*v) } else { tick(*v) })
             .label_style(("sans-serif", 16))
             .axis_desc_style(("sans-serif", 18))
             .draw()
@@ -317,11 +350,12 @@ mod tests {
         assert_eq!(tick(1024.0), "1024");
         assert_eq!(tick(-0.05), "-0.05");
         assert_eq!(tick(2e6), "2.0e6");
-        assert_eq!(log_tick(20.0), "20");
-        assert_eq!(log_tick(0.5), "0.5");
-        assert_eq!(log_tick(3.0), "");
-        assert_eq!(log_tick(4.0), "4");
-        assert_eq!(log_tick(0.0), "");
+        assert_eq!(log_tick(0.0), "1");
+        assert_eq!(log_tick(-2.0), "0.01");
+        assert_eq!(log_tick(3.0), "1000");
+        assert_eq!(log_tick(0.5), "3.2");
+        assert_eq!(log_tick(2f64.log10()), "2");
+        assert_eq!(log_tick(f64::NAN), "");
     }
 
     #[test]

@@ -240,7 +240,7 @@ pub fn run(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
         ),
         x_label: "ratio ρ".into(),
         y_label: "final test accuracy".into(),
-        log_x: true,
+        log_x: false,
         log_y: false,
         series,
     }
