@@ -44,3 +44,10 @@ bench:
 # Solve one allocation instance given as JSON (see docs/alloc-instance.md).
 alloc-solve FILE:
     cargo run --release -p wflora-experiments -- alloc solve {{FILE}}
+
+# Training step side by side with PyTorch on the CPU (not part of `just test`):
+# installs PyTorch from PyPI into .venv-peer on first use (about 4.7 GB with its
+# CUDA libraries), then times both alternately; writes bench/results/peer.json.
+bench-peer *ARGS:
+    test -x .venv-peer/bin/python || (python3 -m venv .venv-peer && .venv-peer/bin/pip install torch)
+    .venv-peer/bin/python bench/peer.py {{ARGS}}

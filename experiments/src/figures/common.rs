@@ -3,7 +3,7 @@
 //! progress bar, write the per-round CSV rows, and finish with the config,
 //! manifest, summary and printed claims.
 
-use super::stats::mean;
+use super::stats::{mean, min_max};
 use super::{FigureOptions, FigureOutcome, Profile};
 use crate::cli::{CliError, progress};
 use crate::report::{Claim, Manifest, ResultsDir, print_claims};
@@ -249,8 +249,7 @@ pub fn curve_over_seeds(
         if v.len() == per_seed.len() && !v.is_empty() {
             let x = (t + 1) as f64;
             pts.push((x, mean(&v)));
-            let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
-            let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let (lo, hi) = min_max(&v);
             band.push((x, lo, hi));
         }
     }

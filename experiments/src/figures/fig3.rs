@@ -6,8 +6,10 @@
 //! Every arm runs with the same seeds, so partitions, initialisations and
 //! batches are shared and the differences are paired.
 
-use super::common::{Runner, SOFT_ZETA, final_accuracy, seeds, shrink};
-use super::stats::{Paired, mean, paired, std};
+use super::common::{
+    ROUND_COLUMNS, Runner, SOFT_ZETA, curve_over_seeds, final_accuracy, round_rows, seeds, shrink,
+};
+use super::stats::{Paired, mean, paired, paired_json, std};
 use super::{FigureOptions, FigureOutcome, Profile};
 use crate::cli::CliError;
 use crate::plot::{LinePlot, Series};
@@ -133,30 +135,14 @@ pub fn run(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
     }
 
     // data.csv: one row per arm, seed and round.
-    let mut csv = String::from(
-        "arm,seed,round,accuracy,test_loss,train_loss,bits,latency_s,sim_time_s,covariance_rel_mean\n",
-    );
+    let mut csv = format!("arm,seed,{ROUND_COLUMNS}\n");
     for (arm, per_seed) in ARMS.iter().zip(&results) {
         for (seed, recs) in seeds.iter().zip(per_seed) {
-            for r in recs {
-                let cov = if r.covariance_rel.is_empty() {
-                    f64::NAN
-                } else {
-                    mean(&r.covariance_rel)
-                };
-                csv.push_str(&format!(
-                    "{},{seed},{},{},{},{},{},{},{},{}\n",
-                    arm.id,
-                    r.round,
-                    r.accuracy.map_or(String::new(), |a| a.to_string()),
-                    r.test_loss.map_or(String::new(), |a| a.to_string()),
-                    r.train_loss,
-                    r.bits,
-                    r.latency_s,
-                    r.sim_time_s,
-                    cov
-                ));
-            }
+            csv.push_str(&round_rows(
+                &format!("{},{seed}", arm.id),
+                recs,
+                base.model.rank,
+            ));
         }
     }
     runner.dir().write_text("data.csv", &csv)?;
@@ -242,22 +228,7 @@ pub fn run(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
         if arm.local_only {
             continue;
         }
-        let rounds = per_seed.first().map_or(0, Vec::len);
-        let mut pts = Vec::new();
-        let mut band = Vec::new();
-        for t in 0..rounds {
-            let accs: Vec<f64> = per_seed
-                .iter()
-                .filter_map(|r| r.get(t).and_then(|x| x.accuracy))
-                .collect();
-            if accs.len() == per_seed.len() && !accs.is_empty() {
-                let x = (t + 1) as f64;
-                pts.push((x, mean(&accs)));
-                let lo = accs.iter().copied().fold(f64::INFINITY, f64::min);
-                let hi = accs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                band.push((x, lo, hi));
-            }
-        }
+        let (pts, band) = curve_over_seeds(per_seed, |r| r.accuracy);
         let mut s = Series::line(arm.label, pts);
         if seeds.len() > 1 {
             s = s.with_band(band);
@@ -279,25 +250,22 @@ pub fn run(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
     }
     .write(runner.dir().path(), "fig3")?;
 
-    let diffs: Vec<(&str, Paired)> = vec![
+    let diffs: Vec<(String, Paired)> = [
         ("ilora_minus_head_only", d_ilora_head),
         ("ilora_minus_local_only", d_ilora_local),
         ("ilora_minus_soft", d_ilora_soft),
         ("soft_minus_slora", d_soft_slora),
         ("soft_minus_tlora", d_soft_tlora),
         ("soft_minus_rlora", d_soft_rlora),
-    ];
+    ]
+    .into_iter()
+    .map(|(n, p)| (n.to_owned(), p))
+    .collect();
     let mut summary = serde_json::Map::new();
     summary.insert("rho".into(), rho.into());
     summary.insert("zeta_soft".into(), SOFT_ZETA.into());
     summary.insert("arms".into(), serde_json::to_value(&summaries)?);
-    summary.insert(
-        "paired_differences".into(),
-        diffs
-            .iter()
-            .map(|(n, p)| serde_json::json!({"name": n, "diff": p}))
-            .collect(),
-    );
+    summary.insert("paired_differences".into(), paired_json(&diffs));
     let outcome = runner.finish(&base, &seeds, summary, claims)?;
     for s in &summaries {
         println!(

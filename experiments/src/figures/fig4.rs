@@ -14,7 +14,7 @@
 //! same calls more carefully.
 
 use super::common::{ROUND_COLUMNS, Runner, SOFT_ZETA, final_accuracy, round_rows, seeds, shrink};
-use super::stats::{mean, paired, std};
+use super::stats::{mean, min_max, paired, std};
 use super::{FigureOptions, FigureOutcome, Profile};
 use crate::cli::CliError;
 use crate::plot::{LinePlot, Series};
@@ -219,8 +219,7 @@ pub fn run(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
                 .iter()
                 .zip(per_rho)
                 .map(|(&r, v)| {
-                    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
-                    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    let (lo, hi) = min_max(v);
                     (r, lo, hi)
                 })
                 .collect();

@@ -10,7 +10,7 @@
 use super::common::{
     ROUND_COLUMNS, Runner, final_accuracy, offline_settings, round_rows, seeds, tsfa_base,
 };
-use super::stats::{mean, paired, std};
+use super::stats::{mean, min_max, paired, std};
 use super::{FigureOptions, FigureOutcome};
 use crate::cli::CliError;
 use crate::plot::{LinePlot, Series};
@@ -71,8 +71,7 @@ pub fn run(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
         .iter()
         .zip(&finals)
         .map(|(&r, v)| {
-            let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
-            let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let (lo, hi) = min_max(v);
             (r as f64, lo, hi)
         })
         .collect();

@@ -17,7 +17,7 @@
 //! feedback) run at `ζ = 0`, so they do not depend on that choice.
 
 use super::common::{ROUND_COLUMNS, Runner, SOFT_ZETA, final_accuracy, round_rows, seeds, shrink};
-use super::stats::{Paired, mean, paired, std};
+use super::stats::{Paired, mean, min_max, paired, paired_json, std};
 use super::{FigureOptions, FigureOutcome};
 use crate::cli::CliError;
 use crate::plot::{LinePlot, Series};
@@ -199,7 +199,7 @@ pub fn run(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
 
     let idx = |id: &str| ARMS.iter().position(|a| a.id == id).unwrap_or(0);
     let pair = |a: &str, b: &str| paired(&finals[idx(a)], &finals[idx(b)]);
-    let diffs: Vec<(&str, Paired)> = vec![
+    let diffs: Vec<(String, Paired)> = [
         ("soft_z0.01_minus_z0", acc_diff(1)),
         ("soft_z0.1_minus_z0", acc_diff(2)),
         ("soft_z1_minus_z0", acc_diff(3)),
@@ -210,7 +210,10 @@ pub fn run(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
             "soft_no_ef_minus_tlora_no_ef",
             pair("soft_no_ef", "tlora_no_ef"),
         ),
-    ];
+    ]
+    .into_iter()
+    .map(|(n, p)| (n.to_owned(), p))
+    .collect();
     let arms_json: Vec<_> = ARMS
         .iter()
         .zip(&finals)
@@ -266,8 +269,7 @@ pub fn run(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
             .iter()
             .zip(vals)
             .map(|(&z, v)| {
-                let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
-                let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let (lo, hi) = min_max(v);
                 (x(z), lo, hi)
             })
             .collect();
@@ -292,13 +294,7 @@ pub fn run(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
     summary.insert("zeta_selected_by_rule".into(), selected.into());
     summary.insert("zeta_used_by_soft_runs".into(), SOFT_ZETA.into());
     summary.insert("arms".into(), serde_json::Value::Array(arms_json));
-    summary.insert(
-        "paired_differences".into(),
-        diffs
-            .iter()
-            .map(|(n, p)| serde_json::json!({"name": n, "diff": p}))
-            .collect(),
-    );
+    summary.insert("paired_differences".into(), paired_json(&diffs));
     let outcome = runner.finish(&base, &seeds, summary, claims)?;
     for ((arm, f), e) in ARMS.iter().zip(&finals).zip(&errors) {
         println!(

@@ -16,6 +16,25 @@ pub fn std(v: &[f64]) -> f64 {
     (v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (v.len() - 1) as f64).sqrt()
 }
 
+/// `(min, max)` of a slice (`(+∞, −∞)` when empty).
+#[must_use]
+pub fn min_max(v: &[f64]) -> (f64, f64) {
+    v.iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
+            (lo.min(x), hi.max(x))
+        })
+}
+
+/// Named paired differences as the JSON array every summary writes
+/// (`[{"name": …, "diff": {mean, se, lower, upper}}]`).
+#[must_use]
+pub fn paired_json(diffs: &[(String, Paired)]) -> serde_json::Value {
+    diffs
+        .iter()
+        .map(|(n, p)| serde_json::json!({"name": n, "diff": p}))
+        .collect()
+}
+
 /// A paired difference `a − b` over seeds.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct Paired {
@@ -57,5 +76,9 @@ mod tests {
         assert!((p.mean - 2.0).abs() < 1e-12);
         assert!((p.se - 1.0 / 3f64.sqrt()).abs() < 1e-12);
         assert!((p.lower - (2.0 - 2.0 / 3f64.sqrt())).abs() < 1e-12);
+        assert_eq!(min_max(&[0.3, -1.0, 2.0]), (-1.0, 2.0));
+        let j = paired_json(&[("a_minus_b".into(), p)]);
+        assert_eq!(j[0]["name"], "a_minus_b");
+        assert!((j[0]["diff"]["mean"].as_f64().unwrap() - 2.0).abs() < 1e-12);
     }
 }

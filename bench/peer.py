@@ -1,0 +1,192 @@
+#!/usr/bin/env python3
+"""Side-by-side training-step benchmark: wflora (Rust, candle) against a
+PyTorch reference of the same workload, timed alternately in one run.
+
+Workload (both sides): a pre-norm ViT of the named shape (separate q, k, v, o
+projections with bias, exact GELU, CLS token, learned position embeddings,
+final LayerNorm on the CLS token, 10-class head), LoRA of rank 16 (alpha 32)
+on q and v with B = 0 at the start, frozen backbone, AdamW on the LoRA factors
+and the head; forward + backward + optimiser step on a fixed random batch.
+
+    python3 bench/peer.py [--threads 2] [--shapes tiny,vit-s14,vit-b16] [--rounds 2]
+
+`just bench-peer` installs PyTorch into .venv-peer and runs this. The Rust
+side is `cargo bench -p wflora-lora --bench peer` (built once here, then run
+as a subprocess between PyTorch runs). Prints a table and writes
+bench/results/peer.json. Ratio > 1 means wflora is faster.
+"""
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# (image, channels, patch, width, depth, heads, mlp, layer_scale, ln_eps): the
+# presets of crates/lora/src/config.rs.
+PRESETS = {
+    "tiny": (28, 1, 7, 64, 4, 4, 128, None, 1e-6),
+    "vit-s14": (224, 3, 14, 384, 12, 6, 1536, 1.0, 1e-6),
+    "vit-b16": (224, 3, 16, 768, 12, 12, 3072, None, 1e-12),
+}
+# The shapes the issue names: (preset, image side, batch, steps per run, runs).
+SHAPES = {
+    "tiny": ("tiny", 28, 32, 10, 7),
+    "vit-s14": ("vit-s14", 56, 32, 2, 5),
+    "vit-b16": ("vit-b16", 224, 8, 1, 3),
+}
+RANK, ALPHA, CLASSES = 16, 32.0, 10
+
+
+def torch_side(shape, threads):
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(1)
+    preset, image, batch, steps, runs = SHAPES[shape]
+    _, chans, patch, width, depth, heads, mlp, ls, eps = PRESETS[preset]
+
+    class LoraLinear(nn.Module):
+        def __init__(self, d_in, d_out):
+            super().__init__()
+            self.base = nn.Linear(d_in, d_out)
+            self.base.requires_grad_(False)
+            self.a = nn.Parameter(torch.empty(RANK, d_in).uniform_(-1 / math.sqrt(d_in), 1 / math.sqrt(d_in)))
+            self.b = nn.Parameter(torch.zeros(d_out, RANK))
+            self.scale = ALPHA / RANK
+
+        def forward(self, x):
+            return self.base(x) + self.scale * F.linear(F.linear(x, self.a), self.b)
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.n1 = nn.LayerNorm(width, eps=eps)
+            self.q = LoraLinear(width, width)
+            self.k = nn.Linear(width, width)
+            self.v = LoraLinear(width, width)
+            self.o = nn.Linear(width, width)
+            self.n2 = nn.LayerNorm(width, eps=eps)
+            self.fc1 = nn.Linear(width, mlp)
+            self.fc2 = nn.Linear(mlp, width)
+            self.ls1 = nn.Parameter(torch.full((width,), ls)) if ls else None
+            self.ls2 = nn.Parameter(torch.full((width,), ls)) if ls else None
+
+        def forward(self, x):
+            b, t, d = x.shape
+            h = self.n1(x)
+            split = lambda y: y.view(b, t, heads, d // heads).transpose(1, 2)
+            q, k, v = split(self.q(h)), split(self.k(h)), split(self.v(h))
+            att = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(d // heads), dim=-1)
+            y = self.o((att @ v).transpose(1, 2).reshape(b, t, d))
+            x = x + (y * self.ls1 if self.ls1 is not None else y)
+            y = self.fc2(F.gelu(self.fc1(self.n2(x))))
+            return x + (y * self.ls2 if self.ls2 is not None else y)
+
+    class Vit(nn.Module):
+        def __init__(self):
+            super().__init__()
+            n = (image // patch) ** 2
+            self.embed = nn.Linear(chans * patch * patch, width)
+            self.cls = nn.Parameter(torch.zeros(1, 1, width))
+            self.pos = nn.Parameter(torch.randn(1, n + 1, width) * 0.02)
+            self.blocks = nn.ModuleList(Block() for _ in range(depth))
+            self.norm = nn.LayerNorm(width, eps=eps)
+            self.head = nn.Linear(width, CLASSES)
+
+        def forward(self, img):
+            b = img.shape[0]
+            p = img.unfold(2, patch, patch).unfold(3, patch, patch)
+            p = p.permute(0, 2, 3, 1, 4, 5).reshape(b, -1, chans * patch * patch)
+            x = torch.cat([self.cls.expand(b, -1, -1), self.embed(p)], 1) + self.pos
+            for blk in self.blocks:
+                x = blk(x)
+            return self.head(self.norm(x[:, 0]))
+
+    model = Vit()
+    for name, prm in model.named_parameters():
+        prm.requires_grad_(name.endswith(".a") or name.endswith(".b") or name.startswith("head."))
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-3)
+    img = torch.rand(batch, chans, image, image) * 2 - 1
+    lab = torch.randint(0, CLASSES, (batch,))
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(img), lab).backward()
+        opt.step()
+
+    for _ in range(2):
+        step()
+    rates = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        rates.append(steps * batch / (time.perf_counter() - t0))
+    rates.sort()
+    return {"impl": "pytorch", "torch": torch.__version__, "shape": shape, "image": image,
+            "batch": batch, "img_s_median": statistics.median(rates), "img_s_best": rates[-1]}
+
+
+def rust_binary():
+    out = subprocess.run(
+        ["cargo", "bench", "-p", "wflora-lora", "--bench", "peer", "--no-run", "--message-format=json"],
+        cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        msg = json.loads(line)
+        if msg.get("reason") == "compiler-artifact" and msg["target"]["name"] == "peer" and msg.get("executable"):
+            return msg["executable"]
+    sys.exit("bench-peer: cargo built no `peer` bench executable")
+
+
+def rust_side(exe, shape, threads):
+    preset, image, batch, steps, runs = SHAPES[shape]
+    env = dict(os.environ, RAYON_NUM_THREADS=str(threads), PEER_SHAPE=preset, PEER_IMAGE=str(image),
+               PEER_BATCH=str(batch), PEER_STEPS=str(steps), PEER_RUNS=str(runs), PEER_WARMUP="2",
+               GLIBC_TUNABLES="glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824")
+    out = subprocess.run([exe], env=env, check=True, capture_output=True, text=True).stdout
+    res = json.loads(out.strip().splitlines()[-1])
+    res["shape"] = shape
+    return res
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--shapes", default="tiny,vit-s14,vit-b16")
+    ap.add_argument("--rounds", type=int, default=2, help="alternations of the two sides per shape")
+    args = ap.parse_args()
+    shapes = args.shapes.split(",")
+    for s in shapes:
+        if s not in SHAPES:
+            sys.exit(f"bench-peer: unknown shape '{s}' (expected one of {', '.join(SHAPES)})")
+    exe = rust_binary()
+    rows = []
+    for s in shapes:
+        ours, theirs = [], []
+        for _ in range(args.rounds):
+            ours.append(rust_side(exe, s, args.threads))
+            theirs.append(torch_side(s, args.threads))
+        o = statistics.median(r["img_s_median"] for r in ours)
+        t = statistics.median(r["img_s_median"] for r in theirs)
+        rows.append({"shape": s, "image": SHAPES[s][1], "batch": SHAPES[s][2], "threads": args.threads,
+                     "wflora_img_s": o, "pytorch_img_s": t, "ratio": o / t, "runs": ours + theirs})
+        print(f"{s:>8} {SHAPES[s][1]:>4}px batch {SHAPES[s][2]:>2}: wflora {o:9.1f} img/s, "
+              f"PyTorch {t:9.1f} img/s, ratio {o / t:5.2f}", flush=True)
+    out = ROOT / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "peer.json").write_text(json.dumps(rows, indent=2) + "\n")
+    print(f"written {out / 'peer.json'}")
+
+
+if __name__ == "__main__":
+    main()
