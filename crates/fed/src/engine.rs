@@ -32,6 +32,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
 use wflora_alloc::{
     Allocation, ClientRound, Level, Policy, RoundProblem, SearchOptions, Solver, VirtualQueue,
     solve_round,
@@ -77,6 +78,56 @@ pub struct Simulation {
     queue: Option<VirtualQueue>,
     /// The last round's allocation (diagnostics; not checkpointed).
     last_allocation: Option<RoundAllocation>,
+    /// Wall-clock time per phase (diagnostics; never in the metrics or the
+    /// checkpoint, which stay bit-identical).
+    times: PhaseTimes,
+}
+
+/// Wall-clock seconds this process spent in each phase of its rounds: a
+/// measurement for profiling (`docs/performance.md`), not part of the
+/// simulation (the metrics use simulated time only). Starts at zero when a
+/// simulation is built or restored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct PhaseTimes {
+    /// Local training of the sampled clients (forward, backward, optimiser),
+    /// factor deltas included.
+    pub train_s: f64,
+    /// Building this round's allocation problem and solving it.
+    pub allocate_s: f64,
+    /// Compression of every sent update (sparsifiers, residuals, bit counts).
+    pub compress_s: f64,
+    /// The covariance metric of separate aggregation.
+    pub covariance_s: f64,
+    /// Factor-wise aggregation of the messages and the head.
+    pub aggregate_s: f64,
+    /// Evaluation of the global model on the test split.
+    pub evaluate_s: f64,
+    /// Rounds timed.
+    pub rounds: usize,
+}
+
+impl PhaseTimes {
+    /// The sum of the phases.
+    #[must_use]
+    pub fn total_s(&self) -> f64 {
+        self.train_s
+            + self.allocate_s
+            + self.compress_s
+            + self.covariance_s
+            + self.aggregate_s
+            + self.evaluate_s
+    }
+
+    /// Adds another run's times.
+    pub fn add(&mut self, o: &Self) {
+        self.train_s += o.train_s;
+        self.allocate_s += o.allocate_s;
+        self.compress_s += o.compress_s;
+        self.covariance_s += o.covariance_s;
+        self.aggregate_s += o.aggregate_s;
+        self.evaluate_s += o.evaluate_s;
+        self.rounds += o.rounds;
+    }
 }
 
 /// One round's allocation as the engine applied it.
@@ -199,6 +250,7 @@ impl Simulation {
             budget_s,
             queue,
             last_allocation: None,
+            times: PhaseTimes::default(),
         })
     }
 
@@ -232,6 +284,13 @@ impl Simulation {
     #[must_use]
     pub fn network(&self) -> &Network {
         &self.network
+    }
+
+    /// Wall-clock seconds spent per phase since this simulation was built or
+    /// restored (see [`PhaseTimes`]).
+    #[must_use]
+    pub fn phase_times(&self) -> &PhaseTimes {
+        &self.times
     }
 
     /// The last round's allocation as applied (`None` before the first
@@ -586,13 +645,18 @@ impl Simulation {
         let t = self.round;
         let clients = self.sample_clients(t);
         let starts = vec![&self.global; clients.len()];
+        let clock = Instant::now();
         let outcomes = self.train_clients(t, &clients, &starts)?;
+        self.times.train_s += clock.elapsed().as_secs_f64();
 
         // Allocation for this round's channel.
+        let clock = Instant::now();
         let lora = self.cfg.model.mode == TrainMode::Lora;
         let load = self.load();
         let (problem, policy) = self.round_problem(t, &clients, &outcomes)?;
         let alloc = solve_round(&problem, &policy, &SearchOptions::default())?;
+        self.times.allocate_s += clock.elapsed().as_secs_f64();
+        let clock = Instant::now();
         let tsfa = self.cfg.wireless.allocation.budget().is_some();
 
         // Compression, client by client, layer by layer.
@@ -652,6 +716,8 @@ impl Simulation {
             sent.push((i, self.sizes[k], msgs, finish));
         }
 
+        self.times.compress_s += clock.elapsed().as_secs_f64();
+
         // Round latency: the last participant to finish.
         let mut latency = 0.0f64;
         let mut finish_s = vec![None; clients.len()];
@@ -661,6 +727,7 @@ impl Simulation {
         }
 
         // Covariance of separate aggregation, per layer, over the clients that sent.
+        let clock = Instant::now();
         let mut cov_rel = Vec::with_capacity(self.global.factors.len());
         for j in 0..self.global.factors.len() {
             let items: Vec<_> = sent
@@ -676,7 +743,10 @@ impl Simulation {
             cov_rel.push(covariance(&items)?.relative);
         }
 
+        self.times.covariance_s += clock.elapsed().as_secs_f64();
+
         // Aggregation.
+        let clock = Instant::now();
         let total_w: f64 = sent.iter().map(|(_, p, _, _)| p).sum();
         if total_w > 0.0 {
             for j in 0..self.global.factors.len() {
@@ -704,6 +774,7 @@ impl Simulation {
             self.global.head = HeadParams { weight: w, bias: b };
         }
         self.check_finite(t)?;
+        self.times.aggregate_s += clock.elapsed().as_secs_f64();
 
         let queue_before_s = self.queue.map_or(0.0, |q| q.backlog_s);
         let queue_s = match &mut self.queue {
@@ -714,6 +785,7 @@ impl Simulation {
         self.sim_time_s += latency;
         self.latency_sum_s += latency;
         let train_loss = mean(outcomes.iter().map(|o| o.update.mean_task_loss));
+        let clock = Instant::now();
         let (test_loss, accuracy) =
             if self.round.is_multiple_of(self.cfg.federation.eval_every) || self.finished() {
                 let (l, a) = self.evaluate(&self.global)?;
@@ -721,6 +793,8 @@ impl Simulation {
             } else {
                 (None, None)
             };
+        self.times.evaluate_s += clock.elapsed().as_secs_f64();
+        self.times.rounds += 1;
         let record = RoundRecord {
             round: self.round,
             participants: sent.len(),
@@ -784,7 +858,9 @@ impl Simulation {
         let t = self.round;
         let clients: Vec<usize> = (0..self.cfg.federation.clients).collect();
         let starts: Vec<&ModelState> = self.local_states.iter().collect();
+        let clock = Instant::now();
         let outcomes = self.train_clients(t, &clients, &starts)?;
+        self.times.train_s += clock.elapsed().as_secs_f64();
         for (k, out) in outcomes.iter().enumerate() {
             self.local_states[k] = ModelState {
                 factors: out.update.factors.clone(),
@@ -793,6 +869,7 @@ impl Simulation {
         }
         self.round += 1;
         let train_loss = mean(outcomes.iter().map(|o| o.update.mean_task_loss));
+        let clock = Instant::now();
         let (test_loss, accuracy) = if self.finished() {
             let mut loss = 0.0;
             let mut acc = 0.0;
@@ -806,6 +883,8 @@ impl Simulation {
         } else {
             (None, None)
         };
+        self.times.evaluate_s += clock.elapsed().as_secs_f64();
+        self.times.rounds += 1;
         Ok(RoundRecord {
             round: self.round,
             participants: 0,

@@ -58,7 +58,7 @@ pub use config::{
     PenaltyKind, RunConfig, TrainMode, WirelessSettings,
 };
 pub use covariance::{Covariance, covariance};
-pub use engine::{ModelState, RoundAllocation, Simulation};
+pub use engine::{ModelState, PhaseTimes, RoundAllocation, Simulation};
 pub use error::FedError;
 pub use metrics::RoundRecord;
 pub use run::{run_to_end, run_until};

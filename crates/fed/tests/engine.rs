@@ -70,6 +70,14 @@ fn results_do_not_depend_on_worker_threads() {
         assert_eq!(s1.step().unwrap(), s3.step().unwrap());
     }
     assert_eq!(s1.global(), s3.global());
+    // The wall-clock phase times are measured, outside the metrics: every
+    // round is counted, training takes time, the sum is the parts.
+    let t = s1.phase_times();
+    assert_eq!(t.rounds, s1.round());
+    assert!(t.train_s > 0.0 && t.evaluate_s > 0.0, "{t:?}");
+    let parts =
+        t.train_s + t.allocate_s + t.compress_s + t.covariance_s + t.aggregate_s + t.evaluate_s;
+    assert!((t.total_s() - parts).abs() < 1e-12);
 }
 
 #[test]

@@ -9,11 +9,14 @@ use crate::cli::{CliError, progress};
 use crate::report::{Claim, Manifest, ResultsDir, print_claims};
 use indicatif::ProgressBar;
 use serde::Serialize;
+use std::cell::{Cell, RefCell};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 use wflora_bounds::{BoundParams, RatioGrid};
 use wflora_fed::{
-    AllocationSettings, OfflinePlan, OfflineSettings, RoundRecord, RunConfig, Simulation, Task,
+    AllocationSettings, OfflinePlan, OfflineSettings, PhaseTimes, RoundRecord, RunConfig,
+    Simulation, Task,
 };
 
 /// One figure's run: its results directory, task and progress bar.
@@ -25,6 +28,11 @@ pub struct Runner {
     resume: bool,
     task: Arc<Task>,
     bar: ProgressBar,
+    /// Wall clock per engine phase, summed over the runs of this process.
+    times: RefCell<PhaseTimes>,
+    /// Wall clock inside the runs (phases plus metrics, checkpoints, progress).
+    runs_s: Cell<f64>,
+    started: Instant,
 }
 
 impl Runner {
@@ -61,6 +69,9 @@ impl Runner {
             resume: opts.resume,
             task,
             bar,
+            times: RefCell::new(PhaseTimes::default()),
+            runs_s: Cell::new(0.0),
+            started: Instant::now(),
         })
     }
 
@@ -93,9 +104,13 @@ impl Runner {
         let mut sim = Simulation::new(cfg, self.task.clone())?;
         self.bar.set_message(id.to_owned());
         let before = self.bar.position();
+        let clock = Instant::now();
         let records = wflora_fed::run_to_end(&mut sim, &run_dir, self.resume, |r| {
             self.bar.set_position(before + r.round as u64);
         })?;
+        self.runs_s
+            .set(self.runs_s.get() + clock.elapsed().as_secs_f64());
+        self.times.borrow_mut().add(sim.phase_times());
         self.bar.set_position(before + rounds);
         if self.bar.is_hidden() {
             // No terminal: one plain line per finished run instead of the bar.
@@ -158,11 +173,62 @@ impl Runner {
         )?;
         self.dir
             .write_json("summary.json", &serde_json::Value::Object(summary))?;
+        self.write_timings()?;
         print_claims(self.fig, &claims);
         Ok(FigureOutcome {
             claims,
             dir: self.dir.path().to_path_buf(),
         })
+    }
+}
+
+impl Runner {
+    /// Writes `timings.json`: where this process's wall clock went, per
+    /// engine phase, plus the rest of the runs (metrics, checkpoints,
+    /// progress) and of the figure (task, offline stage, timing panels,
+    /// plots). Measured, so kept out of `summary.json`; a resumed figure
+    /// counts only the rounds it ran.
+    fn write_timings(&self) -> Result<(), CliError> {
+        let t = *self.times.borrow();
+        let runs = self.runs_s.get();
+        let wall = self.started.elapsed().as_secs_f64();
+        let bookkeeping = (runs - t.total_s()).max(0.0);
+        let share = |x: f64| if runs > 0.0 { x / runs } else { f64::NAN };
+        self.dir.write_json(
+            "timings.json",
+            &serde_json::json!({
+                "figure_wall_s": wall,
+                "runs_wall_s": runs,
+                "rounds_run": t.rounds,
+                "phases_s": t,
+                "bookkeeping_s": bookkeeping,
+                "share_of_runs": {
+                    "train": share(t.train_s),
+                    "allocate": share(t.allocate_s),
+                    "compress": share(t.compress_s),
+                    "covariance": share(t.covariance_s),
+                    "aggregate": share(t.aggregate_s),
+                    "evaluate": share(t.evaluate_s),
+                    "bookkeeping": share(bookkeeping),
+                },
+            }),
+        )?;
+        if t.rounds > 0 {
+            eprintln!(
+                "{}: {:.1} s in {} rounds: train {:.1}%, evaluate {:.1}%, compress {:.2}%, allocate {:.2}%, covariance {:.2}%, aggregate {:.2}%, bookkeeping {:.2}%",
+                self.fig,
+                runs,
+                t.rounds,
+                100.0 * share(t.train_s),
+                100.0 * share(t.evaluate_s),
+                100.0 * share(t.compress_s),
+                100.0 * share(t.allocate_s),
+                100.0 * share(t.covariance_s),
+                100.0 * share(t.aggregate_s),
+                100.0 * share(bookkeeping)
+            );
+        }
+        Ok(())
     }
 }
 
