@@ -289,6 +289,23 @@ pub struct OfflineSettings {
 }
 
 impl OfflineSettings {
+    /// The ranks of the pilot runs, increasing: the covariance ranks and
+    /// the reference rank, without repeats.
+    #[must_use]
+    pub fn pilot_ranks(&self) -> Vec<usize> {
+        let mut ranks = self.covariance_ranks.clone();
+        ranks.push(self.reference_rank);
+        ranks.sort_unstable();
+        ranks.dedup();
+        ranks
+    }
+
+    /// Rounds of all pilot runs together.
+    #[must_use]
+    pub fn pilot_rounds_total(&self) -> usize {
+        self.pilot_ranks().len() * self.pilot_rounds
+    }
+
     /// Checks the settings, naming the field (`offline.…`).
     ///
     /// # Errors
@@ -453,10 +470,7 @@ pub fn plan_offline(
     settings: &OfflineSettings,
 ) -> Result<OfflinePlan, FedError> {
     settings.validate()?;
-    let mut ranks = settings.covariance_ranks.clone();
-    ranks.push(settings.reference_rank);
-    ranks.sort_unstable();
-    ranks.dedup();
+    let ranks = settings.pilot_ranks();
     let mut pilots = Vec::with_capacity(ranks.len());
     let mut reference_spectrum = Vec::new();
     let mut latency = None;

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use wflora_fed::{FedError, RunConfig, Simulation, Task, run_to_end, run_until};
 use wflora_soft::MethodKind;
 
@@ -24,9 +24,7 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn task() -> Arc<Task> {
-    static TASK: OnceLock<Arc<Task>> = OnceLock::new();
-    TASK.get_or_init(|| Arc::new(Task::build(&small(MethodKind::Soft).task).unwrap()))
-        .clone()
+    common::task("test")
 }
 
 fn lines(dir: &Path) -> String {

@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use wflora_alloc::{RatioMode, SearchOptions, solve_round};
 use wflora_bounds::{BoundParams, RatioGrid};
 use wflora_fed::tsfa::update_spectrum;
@@ -41,9 +41,7 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn task() -> Arc<Task> {
-    static TASK: OnceLock<Arc<Task>> = OnceLock::new();
-    TASK.get_or_init(|| Arc::new(Task::build(&small(AllocationSettings::Equalising).task).unwrap()))
-        .clone()
+    common::task("tsfa")
 }
 
 #[test]

@@ -138,6 +138,7 @@ impl Runner {
     ) -> Result<OfflinePlan, CliError> {
         self.bar.set_message("offline stage (pilots)".to_owned());
         let plan = wflora_fed::plan_offline(base, self.task.clone(), settings)?;
+        self.bar.inc(settings.pilot_rounds_total() as u64);
         if self.bar.is_hidden() {
             eprintln!(
                 "{}: offline stage chose r* = {}, rho(r*) = {:.4} (T̄ = {:.3} s)",

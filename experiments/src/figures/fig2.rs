@@ -68,13 +68,7 @@ pub fn run(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
     cov_base.model.zeta = 0.0;
     cov_base.federation.rounds = covariance_rounds(p);
     let seeds = seeds(p);
-    let pilots: usize = {
-        let mut r = settings.covariance_ranks.clone();
-        r.push(settings.reference_rank);
-        r.sort_unstable();
-        r.dedup();
-        r.len() * settings.pilot_rounds
-    };
+    let pilots = settings.pilot_rounds_total();
     let parts = partitions();
     let total = pilots + parts.len() * seeds.len() * cov_base.federation.rounds;
     let runner = Runner::start("fig2", opts, &tsfa, total)?;

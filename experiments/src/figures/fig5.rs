@@ -91,7 +91,7 @@ pub fn run(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
         .copied()
         .max()
         .unwrap_or(base.model.rank);
-    let total = ARMS.len() * seeds.len() * base.federation.rounds;
+    let total = ARMS.len() * seeds.len() * base.federation.rounds + settings.pilot_rounds_total();
     let runner = Runner::start("fig5", opts, &base, total)?;
     let plan = runner.plan(&base, &settings)?;
     let budget = plan.budget_s;

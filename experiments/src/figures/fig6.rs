@@ -77,8 +77,9 @@ pub fn run(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
     let p = opts.profile;
     let base = tsfa_base(p, "fig6");
     let seeds = seeds(p);
-    let mut grid: Vec<(f64, f64)> = vs(p).into_iter().map(|v| (v, BASE_BUDGET)).collect();
-    for b in budgets(p) {
+    let (v_grid, b_grid) = (vs(p), budgets(p));
+    let mut grid: Vec<(f64, f64)> = v_grid.iter().map(|&v| (v, BASE_BUDGET)).collect();
+    for &b in &b_grid {
         if !grid.contains(&(BASE_V, b)) {
             grid.push((BASE_V, b));
         }
@@ -107,8 +108,8 @@ pub fn run(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
 
     let get = |v: f64, b: f64| grid.iter().position(|&g| g == (v, b)).unwrap_or(0);
     let field = |i: usize, f: fn(&Point) -> f64| -> Vec<f64> { points[i].iter().map(f).collect() };
-    let v_lo = vs(p).first().copied().unwrap_or(BASE_V);
-    let v_hi = vs(p).last().copied().unwrap_or(BASE_V);
+    let v_lo = v_grid.first().copied().unwrap_or(BASE_V);
+    let v_hi = v_grid.last().copied().unwrap_or(BASE_V);
     let (lo, hi) = (get(v_lo, BASE_BUDGET), get(v_hi, BASE_BUDGET));
     let d_kept = paired(&field(hi, |q| q.kept), &field(lo, |q| q.kept));
     let d_queue = paired(&field(hi, |q| q.queue_s), &field(lo, |q| q.queue_s));
@@ -154,12 +155,12 @@ pub fn run(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
             line("average latency / T̄", |q| q.latency_over_budget),
         ]
     };
-    let v_idx: Vec<usize> = vs(p).iter().map(|&v| get(v, BASE_BUDGET)).collect();
-    let mut v_series = sweep_series(&v_idx, &vs(p));
+    let v_idx: Vec<usize> = v_grid.iter().map(|&v| get(v, BASE_BUDGET)).collect();
+    let mut v_series = sweep_series(&v_idx, &v_grid);
     let q_pts: Vec<(f64, f64)> = v_idx
         .iter()
-        .zip(vs(p))
-        .map(|(&i, v)| (v, mean(&field(i, |q| q.queue_s))))
+        .zip(&v_grid)
+        .map(|(&i, &v)| (v, mean(&field(i, |q| q.queue_s))))
         .collect();
     let q_max = q_pts
         .iter()
@@ -186,7 +187,7 @@ pub fn run(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
         series: v_series,
     }
     .write(runner.dir().path(), "fig6")?;
-    let b_idx: Vec<usize> = budgets(p).iter().map(|&b| get(BASE_V, b)).collect();
+    let b_idx: Vec<usize> = b_grid.iter().map(|&b| get(BASE_V, b)).collect();
     LinePlot {
         title: format!(
             "fig6: sweep of T̄ at V = {BASE_V} ({} seeds, {})",
@@ -197,7 +198,7 @@ pub fn run(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
         y_label: "value".into(),
         log_x: false,
         log_y: false,
-        series: sweep_series(&b_idx, &budgets(p)),
+        series: sweep_series(&b_idx, &b_grid),
     }
     .write(runner.dir().path(), "fig6_budget")?;
 

@@ -27,7 +27,7 @@ pub fn run(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
     let settings = offline_settings(p);
     let seeds = seeds(p);
     let ranks = settings.candidates.clone();
-    let total = ranks.len() * seeds.len() * base.federation.rounds;
+    let total = ranks.len() * seeds.len() * base.federation.rounds + settings.pilot_rounds_total();
     let runner = Runner::start("fig7", opts, &base, total)?;
     let plan = runner.plan(&base, &settings)?;
 

@@ -1,7 +1,8 @@
 //! The small run both engine test files start from.
 
 use std::path::PathBuf;
-use wflora_fed::RunConfig;
+use std::sync::{Arc, OnceLock};
+use wflora_fed::{RunConfig, Task};
 
 /// A directory for this test binary's files: `<tmp>/wflora-fed-<binary>-<pid>/<name>`.
 pub fn scratch(binary: &str, name: &str) -> PathBuf {
@@ -21,4 +22,16 @@ pub fn small_base(cache: PathBuf) -> RunConfig {
     c.federation.rounds = 4;
     c.local.steps = 2;
     c
+}
+
+/// The task of [`small_base`] with its cache under this binary's scratch
+/// directory, built once per test binary.
+pub fn task(binary: &str) -> Arc<Task> {
+    static TASK: OnceLock<Arc<Task>> = OnceLock::new();
+    TASK.get_or_init(|| {
+        Arc::new(
+            Task::build(&small_base(scratch(binary, "cache")).task).expect("small task builds"),
+        )
+    })
+    .clone()
 }
