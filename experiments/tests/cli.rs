@@ -32,7 +32,21 @@ fn unknown_figure_and_profile_are_clear_errors() {
     let err = find("fig99").err().unwrap().to_string();
     assert!(err.contains("fig3"), "{err}");
     assert!("nope".parse::<Profile>().unwrap_err().contains("quick"));
-    assert!("real".parse::<Profile>().unwrap_err().contains("issue 6"));
+    assert_eq!(
+        "real-noniid".parse::<Profile>().unwrap(),
+        Profile::RealNoniid
+    );
+}
+
+#[test]
+fn the_real_profile_without_assets_names_the_fetch_command() {
+    // The test's working directory (experiments/) has no asset cache.
+    let dir = std::env::temp_dir().join(format!("wflora-cli-real-{}", std::process::id()));
+    let err = cli::reproduce("fig3", Profile::Real, Some(&dir), false, false)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("just fetch-assets"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

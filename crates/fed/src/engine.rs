@@ -328,12 +328,41 @@ impl Simulation {
     ///
     /// # Errors
     /// Model errors.
+    ///
+    /// The test batches are split into contiguous ranges over the worker
+    /// threads (one model each) and their sums added in batch order, so the
+    /// result does not depend on the number of workers.
     pub fn evaluate(&self, state: &ModelState) -> Result<(f64, f64), FedError> {
-        let model = self.model_with(state)?;
+        const EVAL_BATCH: usize = 256;
         let test = &self.task.test;
         let shape = [test.len(), test.channels(), test.height(), test.width()];
         let batch = Batch::new(test.images(), test.labels(), shape)?;
-        let r = wflora_lora::evaluate(&model, &batch, 256)?;
+        let batches = test.len().div_ceil(EVAL_BATCH);
+        let workers = self.cfg.federation.workers.clamp(1, batches.max(1));
+        let per = batches.div_ceil(workers) * EVAL_BATCH;
+        let parts = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..workers)
+                .map(|w| {
+                    let part = batch.slice(w * per, per);
+                    s.spawn(move || -> Result<Vec<wflora_lora::EvalSums>, FedError> {
+                        if part.is_empty() {
+                            return Ok(Vec::new());
+                        }
+                        let model = self.model_with(state)?;
+                        Ok(wflora_lora::evaluate_sums(&model, &part, EVAL_BATCH)?)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join()).collect::<Vec<_>>()
+        });
+        let mut sums = Vec::with_capacity(batches);
+        for p in parts {
+            sums.extend(p.map_err(|_| FedError::Diverged {
+                round: self.round,
+                what: "an evaluation thread panicked".into(),
+            })??);
+        }
+        let r = wflora_lora::EvalResult::from_sums(&sums)?;
         Ok((r.loss, r.accuracy))
     }
 

@@ -62,7 +62,7 @@ pub use engine::{ModelState, PhaseTimes, RoundAllocation, Simulation};
 pub use error::FedError;
 pub use metrics::RoundRecord;
 pub use run::{run_to_end, run_until};
-pub use task::{DatasetSource, Task, TaskConfig};
+pub use task::{DatasetSource, PretrainedWeights, Task, TaskConfig, WeightsFormat};
 pub use tsfa::{LatencyModel, OfflinePlan, OfflineSettings, PilotRun, plan_offline};
 
 /// Lower-case hex of bytes.

@@ -32,6 +32,72 @@ pub enum DatasetSource {
         /// Number of classes of the labels.
         num_classes: usize,
     },
+    /// IDX files with their own train and test splits (the full
+    /// Fashion-MNIST: 60,000 + 10,000). The test file is the held-out set;
+    /// `test_fraction` is not used.
+    IdxSplit {
+        /// Training images file.
+        train_images: PathBuf,
+        /// Training labels file.
+        train_labels: PathBuf,
+        /// Test images file.
+        test_images: PathBuf,
+        /// Test labels file.
+        test_labels: PathBuf,
+        /// Number of classes of the labels.
+        num_classes: usize,
+    },
+    /// CIFAR binary files (`data_batch_*.bin` / `train.bin`, and
+    /// `test_batch.bin` / `test.bin`). The test file is the held-out set.
+    Cifar {
+        /// Training files, read in order.
+        train: Vec<PathBuf>,
+        /// Test file.
+        test: PathBuf,
+        /// CIFAR-10, or CIFAR-100 with coarse or fine labels.
+        format: wflora_data::CifarFormat,
+    },
+}
+
+/// How the backbone's weights are stored in [`PretrainedWeights::path`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WeightsFormat {
+    /// Our canonical naming (written by `wflora assets fetch` or the
+    /// pre-training cache).
+    Canonical,
+    /// A Hugging Face `ViTModel` checkpoint (e.g. `google/vit-base-patch16-224-in21k`).
+    HfVit,
+    /// A Hugging Face `Dinov2Model` checkpoint.
+    HfDinov2,
+}
+
+/// A pre-trained backbone read from a file instead of pre-training one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PretrainedWeights {
+    /// The safetensors file.
+    pub path: PathBuf,
+    /// Its naming.
+    pub format: WeightsFormat,
+    /// Per-channel input mean the backbone was trained with (ImageNet's
+    /// `[0.485, 0.456, 0.406]` for ViT-B/16 in21k and DINOv2).
+    pub mean: Vec<f32>,
+    /// Per-channel input standard deviation (ImageNet's `[0.229, 0.224, 0.225]`).
+    pub std: Vec<f32>,
+}
+
+impl PretrainedWeights {
+    /// ImageNet's normalisation, which DINOv2 and the Hugging Face ViTs use.
+    #[must_use]
+    pub fn imagenet(path: PathBuf, format: WeightsFormat) -> Self {
+        Self {
+            path,
+            format,
+            mean: vec![0.485, 0.456, 0.406],
+            std: vec![0.229, 0.224, 0.225],
+        }
+    }
 }
 
 /// How the task is built.
@@ -59,6 +125,18 @@ pub struct TaskConfig {
     /// apart from the run seed so that runs with different seeds share the
     /// backbone and the test set (paired comparisons).
     pub seed: u64,
+    /// A pre-trained backbone to load instead of pre-training on the source
+    /// classes (then `source_classes` must be empty and `pretrain` is not
+    /// used); grey images are replicated to the backbone's channels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<PretrainedWeights>,
+    /// At most this many fine-tuning images, a class-stratified subset
+    /// drawn with `seed` (`None`: all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_limit: Option<usize>,
+    /// At most this many test images, a class-stratified subset (`None`: all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_limit: Option<usize>,
 }
 
 impl TaskConfig {
@@ -82,6 +160,9 @@ impl TaskConfig {
             },
             cache_dir: PathBuf::from(".cache/wflora"),
             seed: 0,
+            weights: None,
+            train_limit: None,
+            test_limit: None,
         }
     }
 
@@ -97,8 +178,36 @@ impl TaskConfig {
                 "at least two classes are needed".into(),
             );
         }
-        if self.source_classes.is_empty() {
+        if let Some(w) = &self.weights {
+            if !self.source_classes.is_empty() {
+                return bad(
+                    "task.source_classes",
+                    "must be empty when task.weights gives a pre-trained backbone".into(),
+                );
+            }
+            if w.mean.is_empty() || w.mean.len() != w.std.len() {
+                return bad(
+                    "task.weights.mean",
+                    format!(
+                        "mean ({}) and std ({}) need one value per input channel",
+                        w.mean.len(),
+                        w.std.len()
+                    ),
+                );
+            }
+            if let Some(s) = w.std.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
+                return bad("task.weights.std", format!("{s} must be positive"));
+            }
+        } else if self.source_classes.is_empty() {
             return bad("task.source_classes", "at least one class is needed".into());
+        }
+        for (field, limit) in [
+            ("task.train_limit", self.train_limit),
+            ("task.test_limit", self.test_limit),
+        ] {
+            if let Some(l) = limit.filter(|&l| l < self.target_classes.len()) {
+                return bad(field, format!("{l} is below one image per class"));
+            }
         }
         if let Some(c) = self
             .source_classes
@@ -116,7 +225,7 @@ impl TaskConfig {
                 format!("{} must lie in (0, 1)", self.test_fraction),
             );
         }
-        if self.pretrain.source_classes != self.source_classes.len() {
+        if self.weights.is_none() && self.pretrain.source_classes != self.source_classes.len() {
             return bad(
                 "task.pretrain.source_classes",
                 format!(
@@ -132,7 +241,8 @@ impl TaskConfig {
         Ok(())
     }
 
-    /// The model configuration this task uses.
+    /// The model configuration this task uses for data with `channels`
+    /// channels.
     ///
     /// # Errors
     /// An unknown preset, or an image size the preset's patch does not divide.
@@ -140,7 +250,13 @@ impl TaskConfig {
         let mut cfg = VitConfig::preset(&self.preset)
             .map_err(|e| FedError::config("task.preset", e.to_string()))?
             .with_image_size(self.image_size);
-        cfg.in_channels = channels;
+        if self.weights.is_none() || channels > 1 {
+            // Pre-trained here, or colour data: the backbone takes the
+            // data's channels (a weights file must match them). Grey data
+            // for a pre-trained backbone keeps the preset's channels and is
+            // replicated.
+            cfg.in_channels = channels;
+        }
         cfg.validate()
             .map_err(|e| FedError::config("task.image_size", e.to_string()))?;
         Ok(cfg)
@@ -175,6 +291,9 @@ impl Task {
     /// Invalid configuration, unreadable data, or a pre-training failure.
     pub fn build(cfg: &TaskConfig) -> Result<Self, FedError> {
         cfg.validate()?;
+        if cfg.weights.is_some() {
+            return Self::build_pretrained(cfg);
+        }
         let seed = cfg.seed;
         let all = match &cfg.dataset {
             DatasetSource::EmbeddedFashionMnist => wflora_data::fashion_mnist_test()?,
@@ -183,14 +302,15 @@ impl Task {
                 labels,
                 num_classes,
             } => wflora_data::load_idx(images, labels, *num_classes)?,
-        };
-        let prep = |d: Dataset| -> Result<Dataset, FedError> {
-            if d.height() == cfg.image_size && d.width() == cfg.image_size {
-                Ok(d)
-            } else {
-                Ok(d.resize_bilinear(cfg.image_size, cfg.image_size)?)
+            DatasetSource::IdxSplit { .. } | DatasetSource::Cifar { .. } => {
+                return Err(FedError::config(
+                    "task.dataset",
+                    "a dataset with its own test split is only supported with task.weights \
+                     (a pre-trained backbone); pre-training needs one pool to cut by class",
+                ));
             }
         };
+        let prep = |d: Dataset| -> Result<Dataset, FedError> { resize_to(d, cfg.image_size) };
         let mut source = prep(all.keep_classes(&cfg.source_classes)?)?;
         let target = prep(all.keep_classes(&cfg.target_classes)?)?;
         let stats = source.channel_stats()?;
@@ -199,8 +319,8 @@ impl Task {
             cfg.test_fraction,
             crate::seed::derive(seed, crate::seed::Stream::Partition, 0, 0),
         )?;
-        let mut train = target.subset(&split.train)?;
-        let mut test = target.subset(&split.test)?;
+        let mut train = limit(target.subset(&split.train)?, cfg.train_limit, seed, 1)?;
+        let mut test = limit(target.subset(&split.test)?, cfg.test_limit, seed, 2)?;
         train.normalize(&stats)?;
         test.normalize(&stats)?;
 
@@ -228,5 +348,132 @@ impl Task {
             backbone_from_cache: cached.from_cache,
             pretrain_loss: cached.final_loss,
         })
+    }
+
+    /// The pre-trained route: the dataset's own train and test splits (or a
+    /// stratified cut), target classes only, resized, replicated to the
+    /// backbone's channels and normalised with the backbone's statistics.
+    fn build_pretrained(cfg: &TaskConfig) -> Result<Self, FedError> {
+        let weights = cfg
+            .weights
+            .as_ref()
+            .ok_or_else(|| FedError::config("task.weights", "missing"))?;
+        let seed = cfg.seed;
+        let (train, test) = match &cfg.dataset {
+            DatasetSource::EmbeddedFashionMnist => {
+                let all = wflora_data::fashion_mnist_test()?.keep_classes(&cfg.target_classes)?;
+                let split = all.stratified_split(
+                    cfg.test_fraction,
+                    crate::seed::derive(seed, crate::seed::Stream::Partition, 0, 0),
+                )?;
+                (all.subset(&split.train)?, all.subset(&split.test)?)
+            }
+            DatasetSource::Idx {
+                images,
+                labels,
+                num_classes,
+            } => {
+                let all = wflora_data::load_idx(images, labels, *num_classes)?
+                    .keep_classes(&cfg.target_classes)?;
+                let split = all.stratified_split(
+                    cfg.test_fraction,
+                    crate::seed::derive(seed, crate::seed::Stream::Partition, 0, 0),
+                )?;
+                (all.subset(&split.train)?, all.subset(&split.test)?)
+            }
+            DatasetSource::IdxSplit {
+                train_images,
+                train_labels,
+                test_images,
+                test_labels,
+                num_classes,
+            } => (
+                wflora_data::load_idx(train_images, train_labels, *num_classes)?
+                    .keep_classes(&cfg.target_classes)?,
+                wflora_data::load_idx(test_images, test_labels, *num_classes)?
+                    .keep_classes(&cfg.target_classes)?,
+            ),
+            DatasetSource::Cifar {
+                train,
+                test,
+                format,
+            } => (
+                wflora_data::load_cifar(train, *format)?.keep_classes(&cfg.target_classes)?,
+                wflora_data::load_cifar(std::slice::from_ref(test), *format)?
+                    .keep_classes(&cfg.target_classes)?,
+            ),
+        };
+        let vit = cfg.vit_config(train.channels())?;
+        let stats = wflora_data::ChannelStats::new(weights.mean.clone(), weights.std.clone())?;
+        if stats.mean.len() != vit.in_channels {
+            return Err(FedError::config(
+                "task.weights.mean",
+                format!(
+                    "{} values, but the backbone takes {} channels",
+                    stats.mean.len(),
+                    vit.in_channels
+                ),
+            ));
+        }
+        let prep = |d: Dataset, cap: Option<usize>, stream: u64| -> Result<Dataset, FedError> {
+            let d = limit(d, cap, seed, stream)?;
+            let mut d = resize_to(d, cfg.image_size)?;
+            if d.channels() != vit.in_channels {
+                d = d.replicate_channels(vit.in_channels)?;
+            }
+            d.normalize(&stats)?;
+            Ok(d)
+        };
+        let train = prep(train, cfg.train_limit, 1)?;
+        let test = prep(test, cfg.test_limit, 2)?;
+        let path = &weights.path;
+        let missing = |e: wflora_lora::LoraError| {
+            FedError::config("task.weights.path", format!("{}: {e}", path.display()))
+        };
+        let backbone = match weights.format {
+            WeightsFormat::Canonical => Backbone::load(&vit, path).map_err(missing)?,
+            WeightsFormat::HfVit => {
+                wflora_lora::load_hf_backbone(path, &vit, wflora_lora::HfLayout::VitBase)
+                    .map_err(missing)?
+            }
+            WeightsFormat::HfDinov2 => {
+                wflora_lora::load_hf_backbone(path, &vit, wflora_lora::HfLayout::Dinov2)
+                    .map_err(missing)?
+            }
+        };
+        Ok(Self {
+            vit,
+            backbone: Arc::new(backbone),
+            num_classes: cfg.target_classes.len(),
+            train,
+            test,
+            backbone_from_cache: true,
+            pretrain_loss: f64::NAN,
+        })
+    }
+}
+
+/// Resizes to `side × side` when the data differ.
+fn resize_to(d: Dataset, side: usize) -> Result<Dataset, FedError> {
+    if d.height() == side && d.width() == side {
+        Ok(d)
+    } else {
+        Ok(d.resize_bilinear(side, side)?)
+    }
+}
+
+/// A class-stratified subset of at most `cap` images, drawn with the task
+/// seed (`stream` keeps the train and test draws apart).
+fn limit(d: Dataset, cap: Option<usize>, seed: u64, stream: u64) -> Result<Dataset, FedError> {
+    match cap {
+        Some(cap) if cap < d.len() => {
+            let keep = cap as f64 / d.len() as f64;
+            let split = d.stratified_split(
+                1.0 - keep,
+                crate::seed::derive(seed, crate::seed::Stream::Partition, 1, stream),
+            )?;
+            Ok(d.subset(&split.train)?)
+        }
+        _ => Ok(d),
     }
 }

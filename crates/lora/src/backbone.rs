@@ -296,7 +296,8 @@ pub(crate) fn read_tensor(
 }
 
 /// Checks a `(T', D)` position embedding and interpolates it to the patch
-/// grid of `config` if `T' − 1` is another square.
+/// grid of `config` if `T' − 1` is another square, bicubically as Hugging
+/// Face's ViT and DINOv2 do (`interpolate_pos_encoding`).
 pub(crate) fn fit_pos_embed(name: &str, t: &Tensor, config: &VitConfig) -> Result<Tensor> {
     let d = config.width;
     let expected = [config.num_tokens(), d];
@@ -318,7 +319,7 @@ pub(crate) fn fit_pos_embed(name: &str, t: &Tensor, config: &VitConfig) -> Resul
         return Err(bad());
     }
     let data = t.flatten_all()?.to_vec1::<f32>()?;
-    let out = interpolate_pos_embed(&data, g_old, config.grid(), d)?;
+    let out = interpolate_pos_embed_bicubic(&data, g_old, config.grid(), d)?;
     Ok(Tensor::from_vec(
         out,
         (config.num_tokens(), d),
@@ -371,6 +372,76 @@ pub fn interpolate_pos_embed(
     Ok(out)
 }
 
+/// Resizes position embeddings `(1 + g_old², d)` like
+/// [`interpolate_pos_embed`], but bicubically: PyTorch's
+/// `F.interpolate(mode="bicubic", align_corners=False)` (Keys' kernel with
+/// `a = −0.75`, sample points at pixel centres and not clamped, neighbour
+/// indices clamped at the border), which is also ONNX `Resize` in cubic mode
+/// with `half_pixel` coordinates and `exclude_outside = 0`. Hugging Face's
+/// ViT and DINOv2 resample their position embeddings this way.
+///
+/// # Errors
+/// [`LoraError::Shape`] if `pos.len() ≠ (1 + g_old²)·d` or a grid or `d` is 0.
+pub fn interpolate_pos_embed_bicubic(
+    pos: &[f32],
+    g_old: usize,
+    g_new: usize,
+    d: usize,
+) -> Result<Vec<f32>> {
+    if g_old == 0 || g_new == 0 || d == 0 || pos.len() != (1 + g_old * g_old) * d {
+        return Err(LoraError::Shape {
+            what: "position embeddings (grid sizes and width must be ≥ 1)".into(),
+            expected: vec![1 + g_old * g_old, d],
+            got: vec![pos.len()],
+        });
+    }
+    if g_old == g_new {
+        return Ok(pos.to_vec());
+    }
+    // Per output index: four clamped source indices and their weights.
+    let taps: Vec<([usize; 4], [f64; 4])> = (0..g_new)
+        .map(|i| {
+            let src = (i as f64 + 0.5) * g_old as f64 / g_new as f64 - 0.5;
+            let f = src.floor();
+            let t = src - f;
+            let w = cubic_weights(t);
+            let idx =
+                [-1.0, 0.0, 1.0, 2.0].map(|o: f64| (f + o).clamp(0.0, (g_old - 1) as f64) as usize);
+            (idx, w)
+        })
+        .collect();
+    let grid = &pos[d..];
+    let mut out = Vec::with_capacity((1 + g_new * g_new) * d);
+    out.extend_from_slice(&pos[..d]);
+    let mut acc = vec![0f64; d];
+    for (yi, yw) in &taps {
+        for (xi, xw) in &taps {
+            acc.iter_mut().for_each(|a| *a = 0.0);
+            for (&yy, &wy) in yi.iter().zip(yw) {
+                for (&xx, &wx) in xi.iter().zip(xw) {
+                    let row = &grid[(yy * g_old + xx) * d..(yy * g_old + xx + 1) * d];
+                    let w = wy * wx;
+                    for (a, &v) in acc.iter_mut().zip(row) {
+                        *a += w * f64::from(v);
+                    }
+                }
+            }
+            out.extend(acc.iter().map(|&a| a as f32));
+        }
+    }
+    Ok(out)
+}
+
+/// Keys' cubic convolution weights (`a = −0.75`, PyTorch's and ONNX's
+/// default) for the four taps at offsets −1, 0, 1, 2 from `floor(src)`,
+/// `t = src − floor(src)`.
+fn cubic_weights(t: f64) -> [f64; 4] {
+    const A: f64 = -0.75;
+    let near = |x: f64| ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0;
+    let far = |x: f64| ((A * x - 5.0 * A) * x + 8.0 * A) * x - 4.0 * A;
+    [far(t + 1.0), near(t), near(1.0 - t), far(2.0 - t)]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -403,6 +474,73 @@ mod tests {
             assert!((a - b).abs() < 1e-6, "{row1:?}");
         }
         assert!((up[16] - 3.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn bicubic_matches_pytorch() {
+        // Reference: PyTorch 2.11, F.interpolate(x, size, mode="bicubic",
+        // align_corners=False) on x = [[0, 1, 4], [2, -1, 3], [5, 0.5, -2]].
+        let grid = [0.0, 1.0, 4.0, 2.0, -1.0, 3.0, 5.0, 0.5, -2.0];
+        let mut pos = vec![7.0f32];
+        pos.extend(grid.iter().map(|&v: &f64| v as f32));
+        let up: [f64; 25] = [
+            -0.324_863_88,
+            0.135_905_01,
+            1.192,
+            3.068_896_3,
+            4.374_785,
+            0.602_625_3,
+            0.110_097_37,
+            0.115_999_76,
+            2.443_903_2,
+            4.342_175,
+            2.288,
+            0.548,
+            -1.0,
+            1.232_000_9,
+            3.384,
+            4.383_776_7,
+            2.341_302_9,
+            -0.225_999_53,
+            -0.471_302_9,
+            -0.122_976_09,
+            5.733_825,
+            3.711_054_3,
+            0.644,
+            -1.602_255_5,
+            -2.779_904_4,
+        ];
+        let got = interpolate_pos_embed_bicubic(&pos, 3, 5, 1).unwrap();
+        assert_eq!(got[0], 7.0);
+        for (a, b) in got[1..].iter().zip(up) {
+            assert!((f64::from(*a) - b).abs() < 1e-5, "{got:?}");
+        }
+        let down = [0.259_376_53, 3.171_577_5, 3.451_110_8, -0.828_750_6];
+        let got = interpolate_pos_embed_bicubic(&pos, 3, 2, 1).unwrap();
+        for (a, b) in got[1..].iter().zip(down) {
+            assert!((f64::from(*a) - b).abs() < 1e-5, "{got:?}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Keys' kernel reproduces constants (its weights sum to one, the
+        /// class token is kept), and the grid is unchanged at the same size.
+        #[test]
+        fn bicubic_keeps_constants_and_identity(
+            c in -3.0f32..3.0, g_old in 1usize..6, g_new in 1usize..9, d in 1usize..3,
+        ) {
+            let mut pos = vec![c; (1 + g_old * g_old) * d];
+            pos[0] = 1.5;
+            let up = interpolate_pos_embed_bicubic(&pos, g_old, g_new, d).unwrap();
+            proptest::prop_assert_eq!(up.len(), (1 + g_new * g_new) * d);
+            for v in &up[d..] {
+                proptest::prop_assert!((v - c).abs() < 1e-5);
+            }
+            let ramp: Vec<f32> = (0..(1 + g_old * g_old) * d).map(|i| i as f32 * 0.1).collect();
+            proptest::prop_assert_eq!(
+                interpolate_pos_embed_bicubic(&ramp, g_old, g_old, d).unwrap(), ramp
+            );
+        }
     }
 
     #[test]

@@ -103,6 +103,55 @@ pub fn load_hf_backbone_bytes(
     source_name: &str,
 ) -> Result<Backbone> {
     config.validate()?;
+    check_layer_scale(config, layout)?;
+    let st = SafeTensors::deserialize(bytes).map_err(|e| LoraError::WeightFile {
+        source_name: source_name.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let names = st.names();
+    assemble(
+        config,
+        layout,
+        source_name,
+        |name| names.contains(&name),
+        |name, expected| read_tensor(&st, name, expected, source_name),
+    )
+}
+
+/// As [`load_hf_backbone_bytes`] from tensors already in memory, keyed by
+/// their Hugging Face names (for converters that read another format, such
+/// as an ONNX export).
+///
+/// # Errors
+/// As [`load_hf_backbone_bytes`], but for unparsable bytes.
+pub fn load_hf_backbone_tensors(
+    tensors: &BTreeMap<String, Tensor>,
+    config: &VitConfig,
+    layout: HfLayout,
+    source_name: &str,
+) -> Result<Backbone> {
+    config.validate()?;
+    check_layer_scale(config, layout)?;
+    assemble(
+        config,
+        layout,
+        source_name,
+        |name| tensors.contains_key(name),
+        |name, expected| {
+            tensors
+                .get(name)
+                .map(|t| t.to_dtype(candle_core::DType::F32))
+                .transpose()?
+                .ok_or_else(|| LoraError::MissingTensor {
+                    name: name.to_owned(),
+                    expected: expected.to_vec(),
+                    source_name: source_name.to_owned(),
+                })
+        },
+    )
+}
+
+fn check_layer_scale(config: &VitConfig, layout: HfLayout) -> Result<()> {
     let wants_ls = layout == HfLayout::Dinov2;
     if config.layer_scale.is_some() != wants_ls {
         return Err(LoraError::InvalidConfig {
@@ -113,15 +162,23 @@ pub fn load_hf_backbone_bytes(
             ),
         });
     }
-    let st = SafeTensors::deserialize(bytes).map_err(|e| LoraError::WeightFile {
-        source_name: source_name.to_owned(),
-        reason: e.to_string(),
-    })?;
-    let names = st.names();
+    Ok(())
+}
+
+/// Maps the Hugging Face names onto the canonical ones; `has` says whether a
+/// name exists, `read` reads one as `f32` (shape unchecked).
+fn assemble(
+    config: &VitConfig,
+    layout: HfLayout,
+    source_name: &str,
+    has: impl Fn(&str) -> bool,
+    read: impl Fn(&str, &[usize]) -> Result<Tensor>,
+) -> Result<Backbone> {
+    let wants_ls = layout == HfLayout::Dinov2;
     let prefix = layout
         .prefixes()
         .into_iter()
-        .find(|p| names.contains(&format!("{p}embeddings.cls_token").as_str()))
+        .find(|p| has(&format!("{p}embeddings.cls_token")))
         .ok_or_else(|| LoraError::MissingTensor {
             name: format!("{}embeddings.cls_token", layout.prefixes()[0]),
             expected: vec![1, 1, config.width],
@@ -131,7 +188,7 @@ pub fn load_hf_backbone_bytes(
     let mut map: BTreeMap<String, Tensor> = BTreeMap::new();
     let get = |hf: &str, expected: &[usize]| -> Result<Tensor> {
         let name = format!("{prefix}{hf}");
-        let t = read_tensor(&st, &name, expected, source_name)?;
+        let t = read(&name, expected)?;
         if !name.ends_with("position_embeddings") {
             check_shape(&name, expected, t.dims())?;
         }

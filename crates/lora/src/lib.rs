@@ -11,8 +11,10 @@
 //! trainer ([`LocalTrainer`]: `E` steps of AdamW or SGD on caller-supplied
 //! mini-batches, cross-entropy + `ζ`·regulariser) and evaluation
 //! ([`evaluate`]), pre-training of the default backbone with a content-keyed
-//! safetensors cache ([`cached_pretrain`]), and loading of Hugging Face ViT
-//! and DINOv2 checkpoints ([`load_hf_backbone`]).
+//! safetensors cache ([`cached_pretrain`]), loading of Hugging Face ViT
+//! and DINOv2 checkpoints ([`load_hf_backbone`]), and, with the feature
+//! `onnx`, a DINOv2 backbone read out of an ONNX export and checked against
+//! the graph evaluated by candle-onnx (`onnx` module).
 //!
 //! The exchange with the rest of the workspace is plain data: LoRA factors
 //! and the head go in and out as `ndarray` matrices under stable names such as
@@ -80,14 +82,18 @@ mod fused;
 mod hf;
 mod lora_linear;
 mod model;
+#[cfg(feature = "onnx")]
+pub mod onnx;
 mod pretrain;
 mod regularizer;
 mod train;
 
-pub use backbone::{Backbone, META_CONFIG, expected_shapes, interpolate_pos_embed};
+pub use backbone::{
+    Backbone, META_CONFIG, expected_shapes, interpolate_pos_embed, interpolate_pos_embed_bicubic,
+};
 pub use config::{FineTuneMode, LoraConfig, LoraTarget, PRESET_NAMES, VitConfig};
 pub use error::{LoraError, Result};
-pub use hf::{HfLayout, load_hf_backbone, load_hf_backbone_bytes};
+pub use hf::{HfLayout, load_hf_backbone, load_hf_backbone_bytes, load_hf_backbone_tensors};
 pub use lora_linear::{LoraAdapter, LoraLinear};
 pub use model::{AdapterFactors, HeadParams, VitModel};
 pub use pretrain::{
@@ -96,6 +102,6 @@ pub use pretrain::{
 };
 pub use regularizer::{NORM_EPS, RegulariserKind, orthogonality_penalty, orthogonality_value};
 pub use train::{
-    AdamWParams, Batch, EvalResult, LocalTrainer, LocalUpdate, OptimizerKind, TrainOptions,
-    evaluate,
+    AdamWParams, Batch, EvalResult, EvalSums, LocalTrainer, LocalUpdate, OptimizerKind,
+    TrainOptions, evaluate, evaluate_sums,
 };

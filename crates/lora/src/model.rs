@@ -293,6 +293,27 @@ impl VitModel {
     /// # Errors
     /// [`LoraError::Shape`] if the image shape does not match the configuration.
     pub fn forward(&self, images: &Tensor) -> Result<Tensor> {
+        let (x, b, t, d) = self.encode(images)?;
+        let cls_out = x.reshape((b, t, d))?.narrow(1, 0, 1)?.reshape((b, d))?;
+        let f = self.norm.forward(&cls_out)?;
+        Ok(f.matmul(&self.head_w.as_tensor().t()?)?
+            .broadcast_add(self.head_b.as_tensor())?)
+    }
+
+    /// Every token after the final LayerNorm, `(B, T, D)` with the class
+    /// token first: the backbone's output (Hugging Face's
+    /// `last_hidden_state`), adapters included.
+    ///
+    /// # Errors
+    /// [`LoraError::Shape`] if the image shape does not match the configuration.
+    pub fn tokens(&self, images: &Tensor) -> Result<Tensor> {
+        let (x, b, t, d) = self.encode(images)?;
+        Ok(self.norm.forward(&x)?.reshape((b, t, d))?)
+    }
+
+    /// Patch embedding, class token, positions and the blocks: `(B·T, D)`
+    /// before the final LayerNorm, with `B`, `T` and `D`.
+    fn encode(&self, images: &Tensor) -> Result<(Tensor, usize, usize, usize)> {
         let cfg = self.config();
         let dims = images.dims();
         let b = dims.first().copied().unwrap_or(0);
@@ -314,10 +335,7 @@ impl VitModel {
         for block in &self.blocks {
             x = block.forward(&x, b, t, cfg.heads)?;
         }
-        let cls_out = x.reshape((b, t, d))?.narrow(1, 0, 1)?.reshape((b, d))?;
-        let f = self.norm.forward(&cls_out)?;
-        Ok(f.matmul(&self.head_w.as_tensor().t()?)?
-            .broadcast_add(self.head_b.as_tensor())?)
+        Ok((x, b, t, d))
     }
 
     /// Stable names of the adapted matrices, blocks in order and targets in

@@ -417,34 +417,86 @@ pub struct EvalResult {
 /// Evaluates `model` on `data` in batches of `batch_size` (no parameter changes).
 ///
 /// # Errors
-/// [`LoraError::InvalidInput`] for an empty set, `batch_size = 0` or bad labels.
+/// [`LoraError::InvalidInput`] for an empty set or a zero batch size, and
+/// shape or label errors.
 pub fn evaluate(model: &VitModel, data: &Batch<'_>, batch_size: usize) -> Result<EvalResult> {
+    EvalResult::from_sums(&evaluate_sums(model, data, batch_size)?)
+}
+
+/// One evaluation batch's sums: summed cross-entropy, correct predictions
+/// and images. [`evaluate`] is [`EvalResult::from_sums`] over
+/// [`evaluate_sums`]; splitting the batches among threads and summing the
+/// parts in batch order gives bit-identical results.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EvalSums {
+    /// Cross-entropy summed over the batch's images.
+    pub loss_sum: f64,
+    /// Correct top-1 predictions.
+    pub correct: usize,
+    /// Images in the batch.
+    pub count: usize,
+}
+
+impl EvalResult {
+    /// Sums batch results in their order.
+    ///
+    /// # Errors
+    /// [`LoraError::InvalidInput`] if there are no images.
+    pub fn from_sums(parts: &[EvalSums]) -> Result<Self> {
+        let (mut loss_sum, mut correct, mut n) = (0.0f64, 0usize, 0usize);
+        for p in parts {
+            loss_sum += p.loss_sum;
+            correct += p.correct;
+            n += p.count;
+        }
+        if n == 0 {
+            return Err(LoraError::InvalidInput {
+                what: "evaluation set",
+                reason: "no images".into(),
+            });
+        }
+        Ok(Self {
+            loss: loss_sum / n as f64,
+            accuracy: correct as f64 / n as f64,
+            count: n,
+        })
+    }
+}
+
+/// The per-batch sums of [`evaluate`], batches of `batch_size` in order.
+///
+/// # Errors
+/// As [`evaluate`].
+pub fn evaluate_sums(
+    model: &VitModel,
+    data: &Batch<'_>,
+    batch_size: usize,
+) -> Result<Vec<EvalSums>> {
     if data.is_empty() || batch_size == 0 {
         return Err(LoraError::InvalidInput {
             what: "evaluation set",
             reason: format!("{} images, batch size {batch_size}", data.len()),
         });
     }
-    let (mut loss_sum, mut correct) = (0.0f64, 0usize);
+    let mut out = Vec::with_capacity(data.len().div_ceil(batch_size));
     let mut start = 0;
     while start < data.len() {
         let part = data.slice(start, batch_size);
         let (x, y) = part.tensors(model.num_classes())?;
         let logits = model.forward(&x)?.detach();
         let loss = candle_nn::loss::cross_entropy(&logits, &y)?.to_scalar::<f32>()?;
-        loss_sum += f64::from(loss) * part.len() as f64;
         let pred = logits.argmax_keepdim(1)?.flatten_all()?.to_vec1::<u32>()?;
-        correct += pred
+        let correct = pred
             .iter()
             .zip(part.labels())
             .filter(|(p, l)| p == l)
             .count();
+        out.push(EvalSums {
+            loss_sum: f64::from(loss) * part.len() as f64,
+            correct,
+            count: part.len(),
+        });
         start += part.len();
     }
-    let n = data.len();
-    Ok(EvalResult {
-        loss: loss_sum / n as f64,
-        accuracy: correct as f64 / n as f64,
-        count: n,
-    })
+    Ok(out)
 }

@@ -8,6 +8,9 @@ mod common;
 mod hf;
 #[path = "integration/model.rs"]
 mod model;
+#[cfg(feature = "onnx")]
+#[path = "integration/onnx.rs"]
+mod onnx;
 #[path = "integration/pretrain.rs"]
 mod pretrain;
 #[path = "integration/regularizer.rs"]

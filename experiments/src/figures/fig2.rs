@@ -12,7 +12,8 @@
 //! covariance is that of the clients' uncompressed factors.
 
 use super::common::{
-    ROUND_COLUMNS, Runner, curve_over_seeds, offline_settings, round_rows, seeds, shrink, tsfa_base,
+    ROUND_COLUMNS, Runner, base_config, curve_over_seeds, offline_settings, round_rows, seeds,
+    tsfa_base,
 };
 use super::stats::{mean, paired, std};
 use super::{FigureOptions, FigureOutcome, Profile};
@@ -20,7 +21,7 @@ use crate::cli::CliError;
 use crate::plot::{LinePlot, Series};
 use crate::report::Claim;
 use wflora_data::Scheme;
-use wflora_fed::{RoundRecord, RunConfig};
+use wflora_fed::RoundRecord;
 use wflora_soft::MethodKind;
 
 /// The partitions of the covariance panel.
@@ -40,7 +41,7 @@ fn partitions() -> [(&'static str, &'static str, Scheme); 3] {
 /// Rounds of each covariance run.
 fn covariance_rounds(p: Profile) -> usize {
     match p {
-        Profile::Default => 10,
+        Profile::Default | Profile::Real | Profile::RealNoniid | Profile::Paper => 10,
         Profile::Quick => 2,
     }
 }
@@ -60,9 +61,9 @@ fn mean_covariance(records: &[RoundRecord]) -> f64 {
 /// Configuration, run, fit, selection or I/O errors.
 pub fn run(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
     let p = opts.profile;
-    let tsfa = tsfa_base(p, "fig2");
+    let tsfa = tsfa_base(p, "fig2")?;
     let settings = offline_settings(p);
-    let mut cov_base = shrink(RunConfig::embedded_default(), p);
+    let mut cov_base = base_config(p)?;
     cov_base.name = "fig2-covariance".into();
     cov_base.compression.method = MethodKind::ILora;
     cov_base.model.zeta = 0.0;

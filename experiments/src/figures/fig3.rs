@@ -7,7 +7,8 @@
 //! batches are shared and the differences are paired.
 
 use super::common::{
-    ROUND_COLUMNS, Runner, SOFT_ZETA, curve_over_seeds, final_accuracy, round_rows, seeds, shrink,
+    ROUND_COLUMNS, Runner, SOFT_ZETA, base_config, curve_over_seeds, final_accuracy, round_rows,
+    seeds,
 };
 use super::stats::{Paired, mean, paired, paired_json, std};
 use super::{FigureOptions, FigureOutcome, Profile};
@@ -83,10 +84,10 @@ const ARMS: [Arm; 7] = [
 /// The base configuration and seeds of a profile. Learning rate, local
 /// steps and non-IID level were fixed on ILoRA alone (METHOD §6b) and are
 /// the same for every arm; see docs/figures.md.
-fn profile(p: Profile) -> (RunConfig, Vec<u64>) {
-    let mut cfg = shrink(RunConfig::embedded_default(), p);
+fn profile(p: Profile) -> Result<(RunConfig, Vec<u64>), CliError> {
+    let mut cfg = base_config(p)?;
     cfg.name = "fig3".into();
-    (cfg, seeds(p))
+    Ok((cfg, seeds(p)))
 }
 
 fn arm_config(base: &RunConfig, arm: &Arm, seed: u64) -> RunConfig {
@@ -121,7 +122,7 @@ struct ArmSummary {
 /// # Errors
 /// Configuration, run or I/O errors.
 pub fn run(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
-    let (base, seeds) = profile(opts.profile);
+    let (base, seeds) = profile(opts.profile)?;
     let total = ARMS.len() * seeds.len() * base.federation.rounds;
     let runner = Runner::start("fig3", opts, &base, total)?;
     let mut results: Vec<Vec<Vec<RoundRecord>>> = Vec::new();

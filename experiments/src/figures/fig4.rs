@@ -13,7 +13,9 @@
 //! avoids, and `cargo bench -p wflora-soft --bench select` measures the
 //! same calls more carefully.
 
-use super::common::{ROUND_COLUMNS, Runner, SOFT_ZETA, final_accuracy, round_rows, seeds, shrink};
+use super::common::{
+    ROUND_COLUMNS, Runner, SOFT_ZETA, base_config, final_accuracy, round_rows, seeds,
+};
 use super::stats::{mean, min_max, paired, std};
 use super::{FigureOptions, FigureOutcome, Profile};
 use crate::cli::CliError;
@@ -33,14 +35,18 @@ const METHODS: [(MethodKind, &str); 4] = [
 
 fn rhos(p: Profile) -> Vec<f64> {
     match p {
-        Profile::Default => vec![0.125, 0.25, 0.5],
+        Profile::Default | Profile::Real | Profile::RealNoniid | Profile::Paper => {
+            vec![0.125, 0.25, 0.5]
+        }
         Profile::Quick => vec![0.125, 0.5],
     }
 }
 
 fn widths(p: Profile) -> Vec<usize> {
     match p {
-        Profile::Default => vec![64, 128, 256, 512, 768, 1024],
+        Profile::Default | Profile::Real | Profile::RealNoniid | Profile::Paper => {
+            vec![64, 128, 256, 512, 768, 1024]
+        }
         Profile::Quick => vec![64, 128],
     }
 }
@@ -128,7 +134,7 @@ fn selection_times(widths: &[usize]) -> Result<Vec<(usize, f64, f64)>, CliError>
 /// Configuration, run or I/O errors.
 pub fn run(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
     let p = opts.profile;
-    let mut base = shrink(RunConfig::embedded_default(), p);
+    let mut base = base_config(p)?;
     base.name = "fig4".into();
     let seeds = seeds(p);
     let rhos = rhos(p);

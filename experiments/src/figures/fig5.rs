@@ -82,7 +82,7 @@ fn arm_config(
 /// Configuration, run, offline-stage or I/O errors.
 pub fn run(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
     let p = opts.profile;
-    let base = tsfa_base(p, "fig5");
+    let base = tsfa_base(p, "fig5")?;
     let settings = offline_settings(p);
     let seeds = seeds(p);
     let r_max = settings

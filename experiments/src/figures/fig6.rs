@@ -23,14 +23,18 @@ use wflora_fed::{AllocationSettings, RoundRecord, RunConfig};
 
 fn vs(p: Profile) -> Vec<f64> {
     match p {
-        Profile::Default => vec![0.01, 0.1, 1.0, 10.0],
+        Profile::Default | Profile::Real | Profile::RealNoniid | Profile::Paper => {
+            vec![0.01, 0.1, 1.0, 10.0]
+        }
         Profile::Quick => vec![0.01, 10.0],
     }
 }
 
 fn budgets(p: Profile) -> Vec<f64> {
     match p {
-        Profile::Default => vec![0.4, 0.6, 0.8, 1.0],
+        Profile::Default | Profile::Real | Profile::RealNoniid | Profile::Paper => {
+            vec![0.4, 0.6, 0.8, 1.0]
+        }
         Profile::Quick => vec![0.4, 1.0],
     }
 }
@@ -75,7 +79,7 @@ fn point(recs: &[RoundRecord], rank: usize, budget_s: f64) -> Point {
 /// Configuration, run or I/O errors.
 pub fn run(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
     let p = opts.profile;
-    let base = tsfa_base(p, "fig6");
+    let base = tsfa_base(p, "fig6")?;
     let seeds = seeds(p);
     let (v_grid, b_grid) = (vs(p), budgets(p));
     let mut grid: Vec<(f64, f64)> = v_grid.iter().map(|&v| (v, BASE_BUDGET)).collect();

@@ -23,7 +23,7 @@ use wflora_fed::RunConfig;
 /// Configuration, run, offline-stage or I/O errors.
 pub fn run(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
     let p = opts.profile;
-    let base = tsfa_base(p, "fig7");
+    let base = tsfa_base(p, "fig7")?;
     let settings = offline_settings(p);
     let seeds = seeds(p);
     let ranks = settings.candidates.clone();

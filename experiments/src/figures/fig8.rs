@@ -16,7 +16,9 @@
 //! `ζ = 0` when none qualifies. The ablation arms (SOFT-Δ, no error
 //! feedback) run at `ζ = 0`, so they do not depend on that choice.
 
-use super::common::{ROUND_COLUMNS, Runner, SOFT_ZETA, final_accuracy, round_rows, seeds, shrink};
+use super::common::{
+    ROUND_COLUMNS, Runner, SOFT_ZETA, base_config, final_accuracy, round_rows, seeds,
+};
 use super::stats::{Paired, mean, min_max, paired, paired_json, std};
 use super::{FigureOptions, FigureOutcome};
 use crate::cli::CliError;
@@ -121,7 +123,7 @@ fn importance_error(sim: &Simulation) -> Result<f64, CliError> {
 /// # Errors
 /// Configuration, run or I/O errors.
 pub fn run(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
-    let mut base = shrink(RunConfig::embedded_default(), opts.profile);
+    let mut base = base_config(opts.profile)?;
     base.name = "fig8".into();
     let seeds = seeds(opts.profile);
     let total = ARMS.len() * seeds.len() * base.federation.rounds;

@@ -28,6 +28,15 @@ pub enum Profile {
     Quick,
     /// The embedded dataset and pre-trained tiny backbone; claims must hold.
     Default,
+    /// DINOv2 ViT-S/14 on the full Fashion-MNIST at 56×56, 20 clients,
+    /// Dirichlet α = 1 (needs `just fetch-assets`).
+    Real,
+    /// As `real` with Dirichlet α = 0.1 (strongly non-IID).
+    RealNoniid,
+    /// The paper's setup: ViT-B/16 (Hugging Face
+    /// `google/vit-base-patch16-224-in21k` safetensors) on CIFAR-100, read
+    /// from the paths in `WFLORA_VIT_B16` and `WFLORA_CIFAR100`.
+    Paper,
 }
 
 impl FromStr for Profile {
@@ -36,11 +45,11 @@ impl FromStr for Profile {
         match s {
             "quick" => Ok(Self::Quick),
             "default" => Ok(Self::Default),
-            "real" | "paper" => Err(format!(
-                "profile '{s}' needs the real assets (issue 6), which are not wired in yet; use quick or default"
-            )),
+            "real" => Ok(Self::Real),
+            "real-noniid" => Ok(Self::RealNoniid),
+            "paper" => Ok(Self::Paper),
             other => Err(format!(
-                "unknown profile '{other}' (expected quick or default)"
+                "unknown profile '{other}' (expected quick, default, real, real-noniid or paper)"
             )),
         }
     }
@@ -53,6 +62,9 @@ impl Profile {
         match self {
             Self::Quick => "quick",
             Self::Default => "default",
+            Self::Real => "real",
+            Self::RealNoniid => "real-noniid",
+            Self::Paper => "paper",
         }
     }
 }

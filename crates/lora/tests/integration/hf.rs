@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use safetensors::tensor::{Dtype, TensorView};
 use wflora_lora::{
-    Backbone, HfLayout, LoraError, VitConfig, interpolate_pos_embed, load_hf_backbone,
+    Backbone, HfLayout, LoraError, VitConfig, interpolate_pos_embed_bicubic, load_hf_backbone,
     load_hf_backbone_bytes,
 };
 
@@ -202,7 +202,8 @@ fn position_embeddings_are_interpolated_from_another_resolution() {
     let bytes = write(&hf_entries(&bb, HfLayout::Dinov2, "dinov2."), false);
     let small = small_config();
     let loaded = load_hf_backbone_bytes(&bytes, &small, HfLayout::Dinov2, "mem").unwrap();
-    let expect = interpolate_pos_embed(&flat(bb.get("pos_embed").unwrap()), 3, 2, 8).unwrap();
+    let expect =
+        interpolate_pos_embed_bicubic(&flat(bb.get("pos_embed").unwrap()), 3, 2, 8).unwrap();
     assert_eq!(flat(loaded.get("pos_embed").unwrap()), expect);
     assert_eq!(loaded.get("pos_embed").unwrap().dims(), &[5, 8]);
     assert_eq!(
