@@ -35,6 +35,29 @@ fn write_split(dir: &Path, prefix: &str, n: usize) {
     idx(&dir.join(format!("{prefix}-labels")), &[n as u32], &labels);
 }
 
+/// A backbone tensor's values.
+fn values(bb: &Backbone, name: &str) -> Vec<f32> {
+    bb.get(name)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+}
+
+/// One round of 2 IID clients, 1 local step of 8, on `task`.
+fn one_round_sim(task_cfg: TaskConfig, task: Task) -> Simulation {
+    let mut cfg = RunConfig::embedded_default();
+    cfg.task = task_cfg;
+    cfg.federation.clients = 2;
+    cfg.federation.clients_per_round = 2;
+    cfg.federation.rounds = 1;
+    cfg.federation.partition = wflora_data::Scheme::Iid;
+    cfg.local.steps = 1;
+    cfg.local.batch_size = 8;
+    Simulation::new(cfg, Arc::new(task)).unwrap()
+}
+
 fn config(dir: &Path) -> TaskConfig {
     let mut t = TaskConfig::embedded_default();
     t.dataset = DatasetSource::IdxSplit {
@@ -87,34 +110,14 @@ fn a_backbone_file_and_own_test_split_build_a_task_that_trains() {
     let want = (1.0 / 255.0 - 0.5) / 0.25;
     assert!((px - want).abs() < 1e-6, "{px} vs {want}");
     assert_eq!(task.test.labels()[0], 0);
-    let name = "blocks.0.attn.q.weight";
     assert_eq!(
-        task.backbone
-            .get(name)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap(),
-        bb.get(name)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap()
+        values(&task.backbone, "blocks.0.attn.q.weight"),
+        values(&bb, "blocks.0.attn.q.weight")
     );
     // No pre-training happened: nothing was written to the cache.
     assert!(!dir.join("cache").exists());
 
-    let mut cfg = RunConfig::embedded_default();
-    cfg.task = config(&dir);
-    cfg.federation.clients = 2;
-    cfg.federation.clients_per_round = 2;
-    cfg.federation.rounds = 1;
-    cfg.federation.partition = wflora_data::Scheme::Iid;
-    cfg.local.steps = 1;
-    cfg.local.batch_size = 8;
-    let mut sim = Simulation::new(cfg, Arc::new(task)).unwrap();
+    let mut sim = one_round_sim(config(&dir), task);
     let rec = sim.step().unwrap();
     assert!(rec.accuracy.is_some_and(|a| (0.0..=1.0).contains(&a)));
 }
@@ -286,31 +289,11 @@ fn the_paper_formats_cifar100_binary_and_a_hugging_face_vit_load_and_train() {
     // Test record 0 has fine label 3 and pixel byte 0 → (0 − 0.5)/0.5 = −1.
     assert_eq!(task.test.labels()[0], 3);
     assert!((task.test.image(0).unwrap()[0] + 1.0).abs() < 1e-6);
-    let name = "blocks.3.mlp.fc2.weight";
     assert_eq!(
-        task.backbone
-            .get(name)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap(),
-        bb.get(name)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap()
+        values(&task.backbone, "blocks.3.mlp.fc2.weight"),
+        values(&bb, "blocks.3.mlp.fc2.weight")
     );
 
-    let mut cfg = RunConfig::embedded_default();
-    cfg.task = t;
-    cfg.federation.clients = 2;
-    cfg.federation.clients_per_round = 2;
-    cfg.federation.rounds = 1;
-    cfg.federation.partition = wflora_data::Scheme::Iid;
-    cfg.local.steps = 1;
-    cfg.local.batch_size = 8;
-    let mut sim = Simulation::new(cfg, Arc::new(task)).unwrap();
+    let mut sim = one_round_sim(t, task);
     assert!(sim.step().unwrap().accuracy.is_some());
 }

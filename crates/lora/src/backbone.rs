@@ -341,13 +341,7 @@ pub fn interpolate_pos_embed(
     g_new: usize,
     d: usize,
 ) -> Result<Vec<f32>> {
-    if g_old == 0 || g_new == 0 || d == 0 || pos.len() != (1 + g_old * g_old) * d {
-        return Err(LoraError::Shape {
-            what: "position embeddings (grid sizes and width must be ≥ 1)".into(),
-            expected: vec![1 + g_old * g_old, d],
-            got: vec![pos.len()],
-        });
-    }
+    check_pos_len(pos, g_old, g_new, d)?;
     let mut out = Vec::with_capacity((1 + g_new * g_new) * d);
     out.extend_from_slice(&pos[..d]);
     let grid = &pos[d..];
@@ -388,13 +382,7 @@ pub fn interpolate_pos_embed_bicubic(
     g_new: usize,
     d: usize,
 ) -> Result<Vec<f32>> {
-    if g_old == 0 || g_new == 0 || d == 0 || pos.len() != (1 + g_old * g_old) * d {
-        return Err(LoraError::Shape {
-            what: "position embeddings (grid sizes and width must be ≥ 1)".into(),
-            expected: vec![1 + g_old * g_old, d],
-            got: vec![pos.len()],
-        });
-    }
+    check_pos_len(pos, g_old, g_new, d)?;
     if g_old == g_new {
         return Ok(pos.to_vec());
     }
@@ -430,6 +418,18 @@ pub fn interpolate_pos_embed_bicubic(
         }
     }
     Ok(out)
+}
+
+/// The argument check both resamplers share.
+fn check_pos_len(pos: &[f32], g_old: usize, g_new: usize, d: usize) -> Result<()> {
+    if g_old == 0 || g_new == 0 || d == 0 || pos.len() != (1 + g_old * g_old) * d {
+        return Err(LoraError::Shape {
+            what: "position embeddings (grid sizes and width must be ≥ 1)".into(),
+            expected: vec![1 + g_old * g_old, d],
+            got: vec![pos.len()],
+        });
+    }
+    Ok(())
 }
 
 /// Keys' cubic convolution weights (`a = −0.75`, PyTorch's and ONNX's
