@@ -67,11 +67,15 @@ pub fn run(config: &Path, out: Option<&Path>, resume: bool) -> Result<(), CliErr
 }
 
 /// `wflora default-config`.
-pub fn default_config() -> Result<(), CliError> {
-    print!(
-        "{}",
-        toml::to_string_pretty(&RunConfig::embedded_default())?
-    );
+///
+/// With a profile, prints that profile's base run instead (for `real`, the
+/// asset paths of the cache, which must have been fetched).
+pub fn default_config(profile: Option<crate::figures::Profile>) -> Result<(), CliError> {
+    let cfg = match profile {
+        None => RunConfig::embedded_default(),
+        Some(p) => crate::figures::base_config(p)?,
+    };
+    print!("{}", toml::to_string_pretty(&cfg)?);
     Ok(())
 }
 

@@ -64,8 +64,12 @@ enum Command {
     },
     /// List the figures and the claims they check.
     List,
-    /// Print the embedded default run configuration as TOML.
-    DefaultConfig,
+    /// Print the embedded default run configuration as TOML (or a profile's base run).
+    DefaultConfig {
+        /// A figure profile whose base run to print instead (e.g. real).
+        #[arg(long)]
+        profile: Option<wflora_experiments::figures::Profile>,
+    },
     /// The real assets (DINOv2 ViT-S/14, full Fashion-MNIST): fetch, verify, convert.
     Assets {
         #[command(subcommand)]
@@ -126,7 +130,7 @@ fn main() -> ExitCode {
             force,
         } => cli::reproduce(&figure, profile, out.as_deref(), resume, force),
         Command::List => cli::list(),
-        Command::DefaultConfig => cli::default_config(),
+        Command::DefaultConfig { profile } => cli::default_config(profile),
         Command::Assets {
             command: AssetsCommand::Fetch { cache },
         } => wflora_experiments::assets::fetch(&cache),

@@ -75,5 +75,5 @@ fn every_shipped_config_parses_and_validates() {
             n += 1;
         }
     }
-    assert!(n >= 2, "expected the shipped configs in {}", dir.display());
+    assert!(n >= 3, "expected the shipped configs in {}", dir.display());
 }

@@ -5,6 +5,7 @@
 //! subdirectory, resumable), then computes its claims from the data it wrote.
 
 mod common;
+pub use common::base_config;
 pub mod fig2;
 pub mod fig3;
 pub mod fig4;
