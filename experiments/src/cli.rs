@@ -32,14 +32,15 @@ pub fn run(config: &Path, out: Option<&Path>, resume: bool) -> Result<(), CliErr
         .unwrap_or_else(|| PathBuf::from("results/runs").join(&cfg.name));
     eprintln!("building task (pre-training the backbone on first use)...");
     let task = Arc::new(Task::build(&cfg.task)?);
+    let origin = match &cfg.task.weights {
+        Some(w) => format!("read from {}", w.path.display()),
+        None if task.backbone_from_cache => {
+            format!("loaded from cache (pre-training loss {:.3})", task.pretrain_loss)
+        }
+        None => format!("pre-trained (loss {:.3})", task.pretrain_loss),
+    };
     eprintln!(
-        "backbone {} (pre-training loss {:.3}); {} train / {} test images",
-        if task.backbone_from_cache {
-            "loaded from cache"
-        } else {
-            "pre-trained"
-        },
-        task.pretrain_loss,
+        "backbone {origin}; {} train / {} test images",
         task.train.len(),
         task.test.len()
     );

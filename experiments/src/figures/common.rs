@@ -56,8 +56,13 @@ impl Runner {
                 .map_err(|e| format!("cannot clear {}: {e}", runs_dir.display()))?;
         }
         eprintln!(
-            "{fig} [{}]: building task (pre-training the backbone on first use)...",
-            opts.profile.name()
+            "{fig} [{}]: building task ({})...",
+            opts.profile.name(),
+            if base.task.weights.is_some() {
+                "reading the pre-trained backbone and the data"
+            } else {
+                "pre-training the backbone on first use"
+            }
         );
         let task = Arc::new(Task::build(&base.task)?);
         let bar = progress(total_rounds as u64, &format!("{fig} rounds"));
