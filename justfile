@@ -60,6 +60,18 @@ bench:
     cargo bench -p wflora-alloc
     cargo bench -p wflora-lora
 
+# Instruction profile of one training step under callgrind (repeatable on a busy
+# machine): SHAPE tiny | vit-s14 | vit-b16, STEPS timed steps after 1 warm-up.
+# Writes target/callgrind.<shape>.out and .txt (the annotated profile) and
+# prints the top functions.
+profile-step SHAPE="tiny" STEPS="10":
+    cargo bench -p wflora-lora --bench peer --no-run
+    bin=$(cargo bench -p wflora-lora --bench peer --no-run --message-format=json 2>/dev/null | python3 -c 'import json,sys; print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "peer"][-1])'); \
+    PEER_SHAPE={{SHAPE}} PEER_STEPS={{STEPS}} PEER_RUNS=1 PEER_WARMUP=1 RAYON_NUM_THREADS=1 \
+      valgrind --tool=callgrind --callgrind-out-file=target/callgrind.{{SHAPE}}.out "$bin"
+    callgrind_annotate target/callgrind.{{SHAPE}}.out > target/callgrind.{{SHAPE}}.txt
+    sed -n 1,40p target/callgrind.{{SHAPE}}.txt
+
 # Solve one allocation instance given as JSON (see docs/alloc-instance.md).
 alloc-solve FILE:
     cargo run --release -p wflora-experiments -- alloc solve {{FILE}}
