@@ -35,7 +35,10 @@ pub fn run(config: &Path, out: Option<&Path>, resume: bool) -> Result<(), CliErr
     let origin = match &cfg.task.weights {
         Some(w) => format!("read from {}", w.path.display()),
         None if task.backbone_from_cache => {
-            format!("loaded from cache (pre-training loss {:.3})", task.pretrain_loss)
+            format!(
+                "loaded from cache (pre-training loss {:.3})",
+                task.pretrain_loss
+            )
         }
         None => format!("pre-trained (loss {:.3})", task.pretrain_loss),
     };
