@@ -359,28 +359,22 @@ impl Task {
             .as_ref()
             .ok_or_else(|| FedError::config("task.weights", "missing"))?;
         let seed = cfg.seed;
+        // One pool cut by a stratified split (as the pre-training route does).
+        let cut = |all: Dataset| -> Result<(Dataset, Dataset), FedError> {
+            let all = all.keep_classes(&cfg.target_classes)?;
+            let split = all.stratified_split(
+                cfg.test_fraction,
+                crate::seed::derive(seed, crate::seed::Stream::Partition, 0, 0),
+            )?;
+            Ok((all.subset(&split.train)?, all.subset(&split.test)?))
+        };
         let (train, test) = match &cfg.dataset {
-            DatasetSource::EmbeddedFashionMnist => {
-                let all = wflora_data::fashion_mnist_test()?.keep_classes(&cfg.target_classes)?;
-                let split = all.stratified_split(
-                    cfg.test_fraction,
-                    crate::seed::derive(seed, crate::seed::Stream::Partition, 0, 0),
-                )?;
-                (all.subset(&split.train)?, all.subset(&split.test)?)
-            }
+            DatasetSource::EmbeddedFashionMnist => cut(wflora_data::fashion_mnist_test()?)?,
             DatasetSource::Idx {
                 images,
                 labels,
                 num_classes,
-            } => {
-                let all = wflora_data::load_idx(images, labels, *num_classes)?
-                    .keep_classes(&cfg.target_classes)?;
-                let split = all.stratified_split(
-                    cfg.test_fraction,
-                    crate::seed::derive(seed, crate::seed::Stream::Partition, 0, 0),
-                )?;
-                (all.subset(&split.train)?, all.subset(&split.test)?)
-            }
+            } => cut(wflora_data::load_idx(images, labels, *num_classes)?)?,
             DatasetSource::IdxSplit {
                 train_images,
                 train_labels,

@@ -417,7 +417,17 @@ pub fn real_base(alpha: f64) -> Result<RunConfig, CliError> {
         PathBuf::from,
     );
     let assets = crate::assets::AssetPaths::new(&root);
-    assets.verify()?;
+    // Hashing the assets (about 120 MB) once per process is enough: a
+    // figure asks for its base more than once.
+    static VERIFIED: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    let mut verified = VERIFIED
+        .lock()
+        .map_err(|_| "asset verification lock poisoned")?;
+    if !verified.contains(&root) {
+        assets.verify()?;
+        verified.push(root.clone());
+    }
+    drop(verified);
     let mut cfg = pretrained_federation(alpha);
     cfg.name = "real".into();
     let t = &mut cfg.task;
