@@ -8,9 +8,10 @@ default:
     @just --list
 
 # The whole test suite (what CI runs after `just lint`), the ONNX converter
-# included (its build needs protoc: installed from Debian if missing).
+# included (its build needs protoc: installed from Debian if missing). Not
+# `--all-features`: the `cuda` feature needs nvcc (see `just build-cuda`).
 test: protoc
-    cargo test --workspace --all-features
+    cargo test --workspace --features onnx
 
 # Every figure end to end on the quick profile (the pipeline smoke run CI does;
 # claims are printed, not required). Dev profile: reuses the test build.
@@ -20,7 +21,7 @@ smoke:
 # Formatting and lints, as CI checks them.
 lint: protoc
     cargo fmt --all -- --check
-    cargo clippy --workspace --all-targets --all-features -- -D warnings
+    cargo clippy --workspace --all-targets --features onnx -- -D warnings
 
 # protoc for candle-onnx's build script (feature `onnx`): Debian's
 # protobuf-compiler, installed with apt-get when missing.
@@ -75,6 +76,15 @@ profile-step SHAPE="tiny" STEPS="10":
 # Solve one allocation instance given as JSON (see docs/alloc-instance.md).
 alloc-solve FILE:
     cargo run --release -p wflora-experiments -- alloc solve {{FILE}}
+
+# The CUDA build of the training-step benchmark (feature `cuda`), made on a
+# machine without a CUDA toolkit: nvcc and the CUDA 13.0 libraries from PyPI
+# wheels in .venv-cuda (about 1.2 GB), a stub libcuda.so to link, kernels for
+# compute capability 9.0 (H100/H200). Writes target-cuda/peer-cuda; run it on
+# the GPU machine with `python3 bench/peer.py --device cuda --wflora-bin
+# target-cuda/peer-cuda` (docs/performance.md, "GPU").
+build-cuda:
+    bash bench/build-cuda.sh
 
 # Training step side by side with PyTorch on the CPU (not part of `just test`):
 # installs PyTorch from PyPI into .venv-peer on first use (about 4.7 GB with its

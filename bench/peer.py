@@ -14,6 +14,14 @@ and the head; forward + backward + optimiser step on a fixed random batch.
 side is `cargo bench -p wflora-lora --bench peer` (built once here, then run
 as a subprocess between PyTorch runs). Prints a table and writes
 bench/results/peer.json. Ratio > 1 means wflora is faster.
+
+On a GPU (`--device cuda`): the Rust side is a prebuilt binary
+(`just build-cuda` makes target-cuda/peer-cuda; pass it with --wflora-bin),
+both sides synchronise the device around each timed run, `--dtypes f32,bf16`
+runs each dtype (PyTorch: bf16 autocast with f32 master weights; wflora: the
+frozen backbone in bf16 with f32 LoRA factors and head, LayerNorm, softmax
+and loss in f32), `--batch` overrides the shape's batch and `--check` makes
+the Rust binary first compare its device training against its CPU training.
 """
 
 import argparse
@@ -44,14 +52,18 @@ SHAPES = {
 RANK, ALPHA, CLASSES = 16, 32.0, 10
 
 
-def torch_side(shape, threads):
+def torch_side(shape, threads, device="cpu", dtype="f32", batch=None):
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
 
     torch.set_num_threads(threads)
     torch.manual_seed(1)
-    preset, image, batch, steps, runs = SHAPES[shape]
+    preset, image, shape_batch, steps, runs = SHAPES[shape]
+    batch = batch or shape_batch
+    if device == "cuda":
+        # enough work per timed run for the GPU's launch overheads to amortise
+        steps, runs = max(steps, 10), max(runs, 5)
     _, chans, patch, width, depth, heads, mlp, ls, eps = PRESETS[preset]
 
     class LoraLinear(nn.Module):
@@ -111,30 +123,60 @@ def torch_side(shape, threads):
                 x = blk(x)
             return self.head(self.norm(x[:, 0]))
 
-    model = Vit()
+    model = Vit().to(device)
     for name, prm in model.named_parameters():
         prm.requires_grad_(name.endswith(".a") or name.endswith(".b") or name.startswith("head."))
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-3)
-    img = torch.rand(batch, chans, image, image) * 2 - 1
-    lab = torch.randint(0, CLASSES, (batch,))
+    img = (torch.rand(batch, chans, image, image) * 2 - 1).to(device)
+    lab = torch.randint(0, CLASSES, (batch,)).to(device)
+    autocast = torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=dtype == "bf16")
+
+    def sync():
+        if device == "cuda":
+            torch.cuda.synchronize()
 
     def step():
         opt.zero_grad(set_to_none=True)
-        F.cross_entropy(model(img), lab).backward()
+        with autocast:
+            loss = F.cross_entropy(model(img), lab)
+        loss.backward()
         opt.step()
 
     for _ in range(2):
         step()
     rates = []
     for _ in range(runs):
+        sync()
         t0 = time.perf_counter()
         for _ in range(steps):
             step()
+        sync()
         rates.append(steps * batch / (time.perf_counter() - t0))
     rates.sort()
-    return {"impl": "pytorch", "torch": torch.__version__, "shape": shape, "image": image,
-            "batch": batch, "img_s_median": statistics.median(rates), "img_s_best": rates[-1]}
+    res = {"impl": "pytorch", "torch": torch.__version__, "shape": shape, "image": image,
+           "batch": batch, "device": device, "dtype": dtype,
+           "img_s_median": statistics.median(rates), "img_s_best": rates[-1]}
+    if device == "cuda":
+        # where a step's time goes: forward alone, forward + backward
+        def timed(f):
+            f()
+            ts = []
+            for _ in range(5):
+                sync()
+                t0 = time.perf_counter()
+                f()
+                sync()
+                ts.append(time.perf_counter() - t0)
+            return statistics.median(ts) * 1e3
+
+        def fwd():
+            with autocast:
+                return F.cross_entropy(model(img), lab)
+
+        res["fwd_ms"] = timed(fwd)
+        res["fwd_bwd_ms"] = timed(lambda: fwd().backward())
+    return res
 
 
 def rust_binary():
@@ -148,14 +190,27 @@ def rust_binary():
     sys.exit("bench-peer: cargo built no `peer` bench executable")
 
 
-def rust_side(exe, shape, threads):
-    preset, image, batch, steps, runs = SHAPES[shape]
+def rust_side(exe, shape, threads, device="cpu", dtype="f32", batch=None, check=False):
+    preset, image, shape_batch, steps, runs = SHAPES[shape]
+    batch = batch or shape_batch
+    if device == "cuda":
+        steps, runs = max(steps, 10), max(runs, 5)
     env = dict(os.environ, RAYON_NUM_THREADS=str(threads), PEER_SHAPE=preset, PEER_IMAGE=str(image),
                PEER_BATCH=str(batch), PEER_STEPS=str(steps), PEER_RUNS=str(runs), PEER_WARMUP="2",
+               PEER_DEVICE=device, PEER_DTYPE=dtype, PEER_CHECK="1" if check else "0",
+               PEER_PHASES="1" if device == "cuda" else "0",
                GLIBC_TUNABLES="glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824")
-    out = subprocess.run([exe], env=env, check=True, capture_output=True, text=True).stdout
-    res = json.loads(out.strip().splitlines()[-1])
+    proc = subprocess.run([exe], env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"bench-peer: {exe} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")
+    lines = [json.loads(x) for x in proc.stdout.strip().splitlines() if x.startswith("{")]
+    for line in lines:
+        if "check" in line:
+            print(f"device check: {json.dumps(line)}", flush=True)
+    res = lines[-1]
     res["shape"] = shape
+    if check:
+        res["check"] = [x for x in lines if "check" in x]
     return res
 
 
@@ -164,28 +219,49 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--shapes", default="tiny,vit-s14,vit-b16")
     ap.add_argument("--rounds", type=int, default=2, help="alternations of the two sides per shape")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--dtypes", default="f32", help="comma-separated: f32, bf16 (bf16 on cuda only)")
+    ap.add_argument("--batch", type=int, default=None, help="override the shape's batch size")
+    ap.add_argument("--wflora-bin", default=None, help="a prebuilt peer binary (needed with --device cuda)")
+    ap.add_argument("--check", action="store_true", help="the Rust side first checks its device against its CPU")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "peer.json"))
     args = ap.parse_args()
     shapes = args.shapes.split(",")
     for s in shapes:
         if s not in SHAPES:
             sys.exit(f"bench-peer: unknown shape '{s}' (expected one of {', '.join(SHAPES)})")
-    exe = rust_binary()
+    dtypes = args.dtypes.split(",")
+    for d in dtypes:
+        if d not in ("f32", "bf16") or (d == "bf16" and args.device != "cuda"):
+            sys.exit(f"bench-peer: --dtypes {d}: expected f32, or bf16 with --device cuda")
+    if args.device == "cuda" and not args.wflora_bin:
+        sys.exit("bench-peer: --device cuda needs --wflora-bin (built by `just build-cuda`)")
+    exe = args.wflora_bin or rust_binary()
     rows = []
+    check = args.check
     for s in shapes:
-        ours, theirs = [], []
-        for _ in range(args.rounds):
-            ours.append(rust_side(exe, s, args.threads))
-            theirs.append(torch_side(s, args.threads))
-        o = statistics.median(r["img_s_median"] for r in ours)
-        t = statistics.median(r["img_s_median"] for r in theirs)
-        rows.append({"shape": s, "image": SHAPES[s][1], "batch": SHAPES[s][2], "threads": args.threads,
-                     "wflora_img_s": o, "pytorch_img_s": t, "ratio": o / t, "runs": ours + theirs})
-        print(f"{s:>8} {SHAPES[s][1]:>4}px batch {SHAPES[s][2]:>2}: wflora {o:9.1f} img/s, "
-              f"PyTorch {t:9.1f} img/s, ratio {o / t:5.2f}", flush=True)
-    out = ROOT / "bench" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "peer.json").write_text(json.dumps(rows, indent=2) + "\n")
-    print(f"written {out / 'peer.json'}")
+        for d in dtypes:
+            ours, theirs = [], []
+            batch = args.batch or SHAPES[s][2]
+            for _ in range(args.rounds):
+                ours.append(rust_side(exe, s, args.threads, args.device, d, batch, check))
+                check = False
+                theirs.append(torch_side(s, args.threads, args.device, d, batch))
+            o = statistics.median(r["img_s_median"] for r in ours)
+            t = statistics.median(r["img_s_median"] for r in theirs)
+            rows.append({"shape": s, "image": SHAPES[s][1], "batch": batch, "threads": args.threads,
+                         "device": args.device, "dtype": d,
+                         "wflora_img_s": o, "pytorch_img_s": t, "ratio": o / t, "runs": ours + theirs})
+            print(f"{s:>8} {SHAPES[s][1]:>4}px batch {batch:>2} {args.device} {d:>4}: wflora {o:9.1f} img/s, "
+                  f"PyTorch {t:9.1f} img/s, ratio {o / t:5.2f}", flush=True)
+            if "fwd_ms" in ours[-1] and "fwd_ms" in theirs[-1]:
+                print(f"{'':>8} forward / forward+backward ms: wflora {ours[-1]['fwd_ms']:.1f} / "
+                      f"{ours[-1]['fwd_bwd_ms']:.1f}, PyTorch {theirs[-1]['fwd_ms']:.1f} / "
+                      f"{theirs[-1]['fwd_bwd_ms']:.1f}", flush=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(rows, indent=2) + "\n")
+    print(f"written {out}")
 
 
 if __name__ == "__main__":

@@ -160,6 +160,59 @@ impl Backbone {
         self.tensors.iter().map(|(k, v)| (k.as_str(), v))
     }
 
+    /// The device the weights live on: the CPU unless moved with [`Self::to`].
+    #[must_use]
+    pub fn device(&self) -> Device {
+        self.tensors
+            .values()
+            .next()
+            .map_or(Device::Cpu, |t| t.device().clone())
+    }
+
+    /// The weights' dtype, which models built on this backbone compute in
+    /// (`f32` unless converted with [`Self::to`]).
+    #[must_use]
+    pub fn dtype(&self) -> DType {
+        self.tensors
+            .values()
+            .next()
+            .map_or(DType::F32, Tensor::dtype)
+    }
+
+    /// A copy of the weights on `device` in `dtype` (`f32`, `bf16` or
+    /// `f16`). Models built on the copy compute on that device and in that
+    /// dtype; their trainable LoRA factors and head stay `f32` (master
+    /// weights, cast in the forward pass), and LayerNorm, softmax and the
+    /// loss are computed in `f32`. The CPU kernels are `f32` only; a CUDA
+    /// device needs the crate feature `cuda`.
+    ///
+    /// # Errors
+    /// [`LoraError::InvalidConfig`] naming `dtype` for another dtype or a
+    /// reduced dtype on the CPU; a candle error if the copy fails.
+    pub fn to(&self, device: &Device, dtype: DType) -> Result<Self> {
+        if !matches!(dtype, DType::F32 | DType::BF16 | DType::F16) {
+            return Err(LoraError::InvalidConfig {
+                field: "dtype",
+                reason: format!("{dtype:?}: expected f32, bf16 or f16"),
+            });
+        }
+        if device.is_cpu() && dtype != DType::F32 {
+            return Err(LoraError::InvalidConfig {
+                field: "dtype",
+                reason: format!("{dtype:?} on the cpu: the cpu kernels are f32 only"),
+            });
+        }
+        let tensors = self
+            .tensors
+            .iter()
+            .map(|(n, t)| Ok((n.clone(), t.to_device(device)?.to_dtype(dtype)?)))
+            .collect::<Result<BTreeMap<_, _>>>()?;
+        Ok(Self {
+            config: self.config.clone(),
+            tensors,
+        })
+    }
+
     /// Number of scalar parameters.
     #[must_use]
     pub fn num_params(&self) -> usize {
@@ -174,7 +227,7 @@ impl Backbone {
     pub fn to_safetensors_bytes(&self, metadata: &HashMap<String, String>) -> Result<Vec<u8>> {
         let mut raw: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::with_capacity(self.tensors.len());
         for (name, t) in &self.tensors {
-            let data = t.flatten_all()?.to_vec1::<f32>()?;
+            let data = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
             let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
             raw.push((name.clone(), t.dims().to_vec(), bytes));
         }
@@ -445,6 +498,35 @@ fn cubic_weights(t: f64) -> [f64; 4] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn to_keeps_cpu_f32_and_names_bad_dtypes() {
+        let b = Backbone::random(&VitConfig::tiny(), 3).unwrap();
+        assert!(b.device().is_cpu());
+        assert_eq!(b.dtype(), DType::F32);
+        let same = b.to(&Device::Cpu, DType::F32).unwrap();
+        for ((n1, t1), (n2, t2)) in b.iter().zip(same.iter()) {
+            assert_eq!(n1, n2);
+            let (v1, v2) = (
+                t1.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                t2.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            );
+            assert_eq!(v1, v2, "{n1}");
+        }
+        for (dtype, needle) in [(DType::BF16, "cpu kernels"), (DType::U32, "expected f32")] {
+            match b.to(&Device::Cpu, dtype) {
+                Err(LoraError::InvalidConfig { field, reason }) => {
+                    assert_eq!(field, "dtype");
+                    assert!(reason.contains(needle), "{reason}");
+                }
+                other => panic!("{dtype:?}: {other:?}"),
+            }
+        }
+        // Without the `cuda` feature (CI) a CUDA device cannot be made: the
+        // error comes from candle, before any backbone is touched.
+        #[cfg(not(feature = "cuda"))]
+        assert!(Device::new_cuda(0).is_err());
+    }
 
     #[test]
     fn interpolation_identity_and_constants() {

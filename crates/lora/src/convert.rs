@@ -5,11 +5,11 @@ use ndarray::Array2;
 
 use crate::error::{LoraError, Result};
 
-/// A 2-D `f32` tensor on the CPU from a row-major matrix.
-pub(crate) fn tensor_from_array(a: &Array2<f32>) -> Result<Tensor> {
+/// A 2-D `f32` tensor on `device` from a row-major matrix.
+pub(crate) fn tensor_from_array(a: &Array2<f32>, device: &Device) -> Result<Tensor> {
     let (rows, cols) = a.dim();
     let data: Vec<f32> = a.iter().copied().collect();
-    Ok(Tensor::from_vec(data, (rows, cols), &Device::Cpu)?)
+    Ok(Tensor::from_vec(data, (rows, cols), device)?)
 }
 
 /// A row-major `f32` matrix from a 2-D tensor (any float dtype).

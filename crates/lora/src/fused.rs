@@ -14,7 +14,15 @@
 //!
 //! The kernels take `f32` input (made contiguous by the wrappers) and are
 //! tested against the composed versions, values and gradients.
+//!
+//! On a CUDA device (feature `cuda`) the frozen linear map keeps its
+//! input-gradient-only backward (its forward is the device's own matmul),
+//! and the other three ops run the same maths as CUDA kernels
+//! (`fused_cuda.rs`), in `f32` whatever the activations' dtype, as mixed
+//! precision does. Any other device gets the composed candle versions.
 
+#[cfg(feature = "cuda")]
+use candle_core::CudaStorage;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Shape, Storage, Tensor, bail};
 
@@ -58,6 +66,29 @@ impl CustomOp1 for FrozenLinearOp {
         Ok((out, Shape::from((m, n))))
     }
 
+    /// The device's matmul (cuBLAS), then the bias in place.
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+        let (m, k) = l.shape().dims2()?;
+        let (n, kw) = self.w.dims2()?;
+        if k != kw {
+            bail!("frozen linear: input width {k}, weight {:?}", self.w.dims())
+        }
+        let (w_storage, w_layout) = self.w.storage_and_layout();
+        let Storage::Cuda(ws) = &*w_storage else {
+            bail!("frozen linear: the weight is not on the gpu")
+        };
+        let mut out = s.matmul(ws, (1, m, n, k), l, &w_layout.transpose(0, 1)?)?;
+        if let Some(b) = &self.b {
+            let (b_storage, b_layout) = b.storage_and_layout();
+            let Storage::Cuda(bs) = &*b_storage else {
+                bail!("frozen linear: the bias is not on the gpu")
+            };
+            crate::fused_cuda::add_bias_lora(&mut out, None, bs, b_layout, 0.0, m, n)?;
+        }
+        Ok((out, Shape::from((m, n))))
+    }
+
     fn bwd(
         &self,
         _x: &Tensor,
@@ -74,6 +105,19 @@ pub(crate) fn frozen_linear(
     w: &Tensor,
     b: Option<&Tensor>,
 ) -> candle_core::Result<Tensor> {
+    if !x.device().is_cpu() {
+        if x.dtype() != w.dtype() {
+            bail!(
+                "frozen linear: input {:?}, weight {:?}",
+                x.dtype(),
+                w.dtype()
+            )
+        }
+        return x.contiguous()?.apply_op1(FrozenLinearOp {
+            w: w.contiguous()?,
+            b: b.map(Tensor::contiguous).transpose()?,
+        });
+    }
     if x.dtype() != DType::F32 || w.dtype() != DType::F32 {
         bail!("frozen linear: only f32 is supported")
     }
@@ -81,6 +125,66 @@ pub(crate) fn frozen_linear(
         w: w.contiguous()?,
         b: b.map(Tensor::contiguous).transpose()?,
     })
+}
+
+/// `x·W0ᵀ + b + scale·(x·Aᵀ)·Bᵀ` for 2-D `x` on a CUDA device as one
+/// autograd node (`fused_cuda::LoraLinearOp`); `a`, `b_fac` are the factors
+/// in the compute dtype. `None` where that op does not apply (the CPU, or a
+/// build without `cuda`): the caller composes the layer then.
+pub(crate) fn lora_linear_gpu(
+    x: &Tensor,
+    w: &Tensor,
+    bias: &Tensor,
+    a: &Tensor,
+    b_fac: &Tensor,
+    scale: f64,
+) -> candle_core::Result<Option<Tensor>> {
+    #[cfg(feature = "cuda")]
+    if x.device().is_cuda() {
+        let op = crate::fused_cuda::LoraLinearOp {
+            w: w.contiguous()?,
+            bias: bias.contiguous()?,
+            scale,
+        };
+        return Ok(Some(x.contiguous()?.apply_op3(
+            &a.contiguous()?,
+            &b_fac.contiguous()?,
+            op,
+        )?));
+    }
+    let _ = (x, w, bias, a, b_fac, scale);
+    Ok(None)
+}
+
+/// Multi-head self-attention from the projected `q`, `k`, `v` (`B·T × D`,
+/// `q` unscaled) to the context (`B·T × D`). On a CUDA device one autograd
+/// node (`fused_cuda`); elsewhere composed from candle ops.
+pub(crate) fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    batch: usize,
+    tokens: usize,
+    heads: usize,
+) -> candle_core::Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if q.device().is_cuda() {
+        return crate::fused_cuda::attention(q, k, v, batch, tokens, heads, softmax_last);
+    }
+    let d = q.dim(1)?;
+    let dh = d / heads;
+    let split = |t: Tensor| -> candle_core::Result<Tensor> {
+        t.reshape((batch, tokens, heads, dh))?
+            .transpose(1, 2)?
+            .contiguous()
+    };
+    let q = split(q.affine(1.0 / (dh as f64).sqrt(), 0.0)?)?;
+    let k = split(k.clone())?;
+    let v = split(v.clone())?;
+    let att = softmax_last(&q.matmul(&k.t()?)?)?;
+    att.matmul(&v)?
+        .transpose(1, 2)?
+        .reshape((batch * tokens, d))
 }
 
 fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
@@ -144,6 +248,29 @@ impl CustomOp3 for LayerNormOp {
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+        s3: &CudaStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CudaStorage, Shape)> {
+        let (rows, cols) = crate::fused_cuda::rows_cols_of(l1);
+        if l2.shape().elem_count() != cols || l3.shape().elem_count() != cols {
+            bail!(
+                "layer norm: shapes x {:?}, w {:?}, b {:?}",
+                l1.dims(),
+                l2.dims(),
+                l3.dims()
+            )
+        }
+        let y = crate::fused_cuda::layer_norm_fwd(s1, l1, s2, l2, s3, l3, rows, cols, self.eps)?;
+        Ok((y, l1.shape().clone()))
+    }
+
     fn bwd(
         &self,
         x: &Tensor,
@@ -152,6 +279,11 @@ impl CustomOp3 for LayerNormOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        #[cfg(feature = "cuda")]
+        if x.device().is_cuda() {
+            let (dx, dw, db) = crate::fused_cuda::layer_norm_grads(x, w, grad, self.eps)?;
+            return Ok((Some(dx), Some(dw), Some(db)));
+        }
         let d = w.elem_count();
         let (dx, dw, db) = with_f32(x, "layer norm x", |xv| {
             with_f32(w, "layer norm weight", |wv| {
@@ -220,6 +352,23 @@ pub(crate) fn layer_norm(
     b: &Tensor,
     eps: f64,
 ) -> candle_core::Result<Tensor> {
+    if !x.device().is_cpu() {
+        let (x32, w32, b32) = (
+            x.to_dtype(DType::F32)?,
+            w.to_dtype(DType::F32)?,
+            b.to_dtype(DType::F32)?,
+        );
+        let out = if cfg!(feature = "cuda") && x.device().is_cuda() {
+            x32.contiguous()?.apply_op3(
+                &w32.contiguous()?,
+                &b32.contiguous()?,
+                LayerNormOp { eps: eps as f32 },
+            )?
+        } else {
+            composed::layer_norm(&x32, &w32, &b32, eps)?
+        };
+        return out.to_dtype(x.dtype());
+    }
     if x.dtype() != DType::F32 {
         bail!("layer norm: only f32 is supported, got {:?}", x.dtype())
     }
@@ -258,7 +407,18 @@ impl CustomOp1 for SoftmaxOp {
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+        let (rows, cols) = crate::fused_cuda::rows_cols_of(l);
+        let y = crate::fused_cuda::softmax_fwd(s, l, rows, cols)?;
+        Ok((y, l.shape().clone()))
+    }
+
     fn bwd(&self, x: &Tensor, res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        #[cfg(feature = "cuda")]
+        if res.device().is_cuda() {
+            return Ok(Some(crate::fused_cuda::softmax_grad(res, grad)?));
+        }
         // dx = y ⊙ (dy − Σ_j dy_j y_j), row by row.
         let d = x.dims().last().copied().unwrap_or(1);
         let dx = with_f32(res, "softmax output", |y| {
@@ -301,7 +461,17 @@ impl CustomOp1 for GeluOp {
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+        let y = crate::fused_cuda::gelu_fwd(s, l, l.shape().elem_count())?;
+        Ok((y, l.shape().clone()))
+    }
+
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        #[cfg(feature = "cuda")]
+        if x.device().is_cuda() {
+            return Ok(Some(crate::fused_cuda::gelu_grad(x, grad)?));
+        }
         // d/dx x·Φ(x) = Φ(x) + x·φ(x), φ(x) = exp(−x²/2)/√(2π).
         let dx = with_f32(x, "gelu input", |xv| {
             with_f32(grad, "gelu grad", |g| {
@@ -320,6 +490,13 @@ impl CustomOp1 for GeluOp {
 
 /// Fused exact GELU with a hand-written backward.
 pub(crate) fn gelu(x: &Tensor) -> candle_core::Result<Tensor> {
+    if !x.device().is_cpu() {
+        if cfg!(feature = "cuda") && x.device().is_cuda() {
+            let y = x.to_dtype(DType::F32)?.contiguous()?.apply_op1(GeluOp)?;
+            return y.to_dtype(x.dtype());
+        }
+        return x.gelu_erf();
+    }
     if x.dtype() != DType::F32 {
         bail!("gelu: only f32 is supported, got {:?}", x.dtype())
     }
@@ -328,16 +505,54 @@ pub(crate) fn gelu(x: &Tensor) -> candle_core::Result<Tensor> {
 
 /// Fused softmax over the last dimension with a hand-written backward.
 pub(crate) fn softmax_last(x: &Tensor) -> candle_core::Result<Tensor> {
+    if !x.device().is_cpu() {
+        let x32 = x.to_dtype(DType::F32)?;
+        let y = if cfg!(feature = "cuda") && x.device().is_cuda() {
+            x32.contiguous()?.apply_op1(SoftmaxOp)?
+        } else {
+            composed::softmax_last(&x32)?
+        };
+        return y.to_dtype(x.dtype());
+    }
     if x.dtype() != DType::F32 {
         bail!("softmax: only f32 is supported, got {:?}", x.dtype())
     }
     x.contiguous()?.apply_op1(SoftmaxOp)
 }
 
+/// The same maps composed from candle primitives: candle's autograd gives
+/// their backward passes, and they run on any device and float dtype. The
+/// fused CPU kernels are tested against them.
+mod composed {
+    use candle_core::{D, Tensor};
+
+    /// LayerNorm over the last dimension.
+    pub(super) fn layer_norm(
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        eps: f64,
+    ) -> candle_core::Result<Tensor> {
+        let mean = x.mean_keepdim(D::Minus1)?;
+        let xc = x.broadcast_sub(&mean)?;
+        let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
+        xc.broadcast_div(&(var + eps)?.sqrt()?)?
+            .broadcast_mul(w)?
+            .broadcast_add(b)
+    }
+
+    /// Softmax over the last dimension (max-shifted).
+    pub(super) fn softmax_last(x: &Tensor) -> candle_core::Result<Tensor> {
+        let max = x.max_keepdim(D::Minus1)?;
+        let e = x.broadcast_sub(&max)?.exp()?;
+        e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{D, Device, Var};
+    use candle_core::{Device, Var};
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
 
@@ -349,19 +564,11 @@ mod tests {
 
     /// The reference: LayerNorm composed from candle primitives (autograd).
     fn layer_norm_composed(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Tensor {
-        let mean = x.mean_keepdim(D::Minus1).unwrap();
-        let xc = x.broadcast_sub(&mean).unwrap();
-        let var = xc.sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
-        let xn = xc
-            .broadcast_div(&(var + eps).unwrap().sqrt().unwrap())
-            .unwrap();
-        xn.broadcast_mul(w).unwrap().broadcast_add(b).unwrap()
+        composed::layer_norm(x, w, b, eps).unwrap()
     }
 
     fn softmax_composed(x: &Tensor) -> Tensor {
-        let max = x.max_keepdim(D::Minus1).unwrap();
-        let e = x.broadcast_sub(&max).unwrap().exp().unwrap();
-        e.broadcast_div(&e.sum_keepdim(D::Minus1).unwrap()).unwrap()
+        composed::softmax_last(x).unwrap()
     }
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {

@@ -40,6 +40,15 @@
 //! every step; `GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824`
 //! removed that (+5 % for `tiny`, +20 % for ViT-S/14 at 56×56 in the crate's bench).
 //!
+//! GPU (feature `cuda`, never on in the tests): [`Backbone::to`] moves a
+//! backbone to a CUDA device, in `f32` or `bf16`, and every model built on it
+//! computes there (LoRA factors and head stay `f32`). LayerNorm, softmax and
+//! GELU run as CUDA kernels compiled by NVRTC, and an adapted linear layer
+//! and the attention are single autograd nodes with written-out backward
+//! passes, because candle's backward spends a full pass per node on adding
+//! gradients. `just build-cuda` builds without a local CUDA toolkit; the peer
+//! bench checks a GPU training run against the CPU one (`PEER_CHECK=1`).
+//!
 //! Presets: [`VitConfig::tiny`] (the embedded default, 28×28 grey input),
 //! [`VitConfig::vit_s14`] (DINOv2-small shapes) and [`VitConfig::vit_b16`]
 //! (ViT-Base/16 shapes).
@@ -79,6 +88,8 @@ mod config;
 mod convert;
 mod error;
 mod fused;
+#[cfg(feature = "cuda")]
+mod fused_cuda;
 mod hf;
 mod lora_linear;
 mod model;

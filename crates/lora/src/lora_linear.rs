@@ -124,13 +124,14 @@ impl LoraLinear {
     /// # Errors
     /// As [`LoraAdapter::init`].
     pub fn with_adapter(mut self, rank: usize, alpha: f64, rng: &mut StdRng) -> Result<Self> {
-        self.adapter = Some(LoraAdapter::init(
-            self.out_features(),
-            self.in_features(),
-            rank,
-            alpha,
-            rng,
-        )?);
+        // The factors are f32 variables on the weight's device.
+        let mut ad = LoraAdapter::init(self.out_features(), self.in_features(), rank, alpha, rng)?;
+        let device = self.weight.device();
+        if !device.is_cpu() {
+            ad.a = Var::from_tensor(&ad.a.as_tensor().to_device(device)?)?;
+            ad.b = Var::from_tensor(&ad.b.as_tensor().to_device(device)?)?;
+        }
+        self.adapter = Some(ad);
         Ok(self)
     }
 
@@ -171,7 +172,18 @@ impl LoraLinear {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (x2, lead) = flatten_leading(x)?;
         let frozen = !self.weight.track_op() && self.bias.as_ref().is_none_or(|b| !b.track_op());
-        let mut y = if frozen && self.weight.dtype() == candle_core::DType::F32 {
+        if let (true, Some(ad), Some(bias)) = (frozen, &self.adapter, &self.bias) {
+            // On a GPU the whole adapted layer is one autograd node.
+            let dt = x2.dtype();
+            let a = ad.a.as_tensor().to_dtype(dt)?;
+            let b = ad.b.as_tensor().to_dtype(dt)?;
+            if let Some(y) =
+                crate::fused::lora_linear_gpu(&x2, &self.weight, bias, &a, &b, ad.scale)?
+            {
+                return restore_leading(y, &lead);
+            }
+        }
+        let mut y = if frozen && (self.weight.dtype() == DType::F32 || !x2.device().is_cpu()) {
             // No weight gradients are computed for a frozen weight.
             crate::fused::frozen_linear(&x2, &self.weight, self.bias.as_ref())?
         } else {
@@ -182,8 +194,13 @@ impl LoraLinear {
             }
         };
         if let Some(ad) = &self.adapter {
-            let low = x2.matmul(&ad.a.as_tensor().t()?)?.affine(ad.scale, 0.0)?;
-            y = (y + low.matmul(&ad.b.as_tensor().t()?)?)?;
+            // f32 factors cast to a reduced compute dtype (the cast is in
+            // the autograd graph, so the f32 variables get the gradient).
+            let dt = x2.dtype();
+            let a = ad.a.as_tensor().to_dtype(dt)?;
+            let b = ad.b.as_tensor().to_dtype(dt)?;
+            let low = x2.matmul(&a.t()?)?.affine(ad.scale, 0.0)?;
+            y = (y + low.matmul(&b.t()?)?)?;
         }
         restore_leading(y, &lead)
     }
@@ -197,7 +214,8 @@ impl LoraLinear {
             None => Ok(self.weight.clone()),
             Some(ad) => {
                 let ba = ad.b.as_tensor().matmul(ad.a.as_tensor())?;
-                Ok((&self.weight + ba.affine(ad.scale, 0.0)?)?)
+                let ba = ba.affine(ad.scale, 0.0)?.to_dtype(self.weight.dtype())?;
+                Ok((&self.weight + ba)?)
             }
         }
     }
@@ -249,7 +267,7 @@ impl LoraLinear {
     pub fn set_a(&self, a: &Array2<f32>) -> Result<()> {
         let ad = self.adapter_or_err("A")?;
         check_shape("A", ad.a.dims(), &[a.nrows(), a.ncols()])?;
-        ad.a.set(&tensor_from_array(a)?)?;
+        ad.a.set(&tensor_from_array(a, ad.a.device())?)?;
         Ok(())
     }
 
@@ -261,7 +279,7 @@ impl LoraLinear {
     pub fn set_b(&self, b: &Array2<f32>) -> Result<()> {
         let ad = self.adapter_or_err("B")?;
         check_shape("B", ad.b.dims(), &[b.nrows(), b.ncols()])?;
-        ad.b.set(&tensor_from_array(b)?)?;
+        ad.b.set(&tensor_from_array(b, ad.b.device())?)?;
         Ok(())
     }
 }

@@ -103,22 +103,15 @@ impl Block {
 
     /// `x`: `(B·T, D)` tokens of `batch` images with `tokens` tokens each.
     fn forward(&self, x: &Tensor, batch: usize, tokens: usize, heads: usize) -> Result<Tensor> {
-        let d = x.dim(1)?;
-        let dh = d / heads;
         let h = self.norm1.forward(x)?;
-        let split = |t: Tensor| -> Result<Tensor> {
-            Ok(t.reshape((batch, tokens, heads, dh))?
-                .transpose(1, 2)?
-                .contiguous()?)
-        };
-        let q = split(self.q.forward(&h)?.affine(1.0 / (dh as f64).sqrt(), 0.0)?)?;
-        let k = split(self.k.forward(&h)?)?;
-        let v = split(self.v.forward(&h)?)?;
-        let att = crate::fused::softmax_last(&q.matmul(&k.t()?)?)?;
-        let ctx = att
-            .matmul(&v)?
-            .transpose(1, 2)?
-            .reshape((batch * tokens, d))?;
+        let ctx = crate::fused::attention(
+            &self.q.forward(&h)?,
+            &self.k.forward(&h)?,
+            &self.v.forward(&h)?,
+            batch,
+            tokens,
+            heads,
+        )?;
         let mut a = self.o.forward(&ctx)?;
         if let Some(ls) = &self.ls1 {
             a = a.broadcast_mul(ls)?;
@@ -247,8 +240,9 @@ impl VitModel {
         let hw: Vec<f32> = (0..num_classes * d)
             .map(|_| rng.random_range(-bound..=bound))
             .collect();
-        let head_w = Var::from_vec(hw, (num_classes, d), &Device::Cpu)?;
-        let head_b = Var::zeros(num_classes, DType::F32, &Device::Cpu)?;
+        let device = backbone.device();
+        let head_w = Var::from_vec(hw, (num_classes, d), &device)?;
+        let head_b = Var::zeros(num_classes, DType::F32, &device)?;
         Ok(Self {
             backbone,
             mode,
@@ -268,6 +262,13 @@ impl VitModel {
     #[must_use]
     pub fn config(&self) -> &VitConfig {
         self.backbone.config()
+    }
+
+    /// The device the model computes on (its backbone's; see
+    /// [`Backbone::to`]). Batches are copied there.
+    #[must_use]
+    pub fn device(&self) -> Device {
+        self.backbone.device()
     }
 
     /// The shared frozen backbone the model was built on.
@@ -295,7 +296,8 @@ impl VitModel {
     pub fn forward(&self, images: &Tensor) -> Result<Tensor> {
         let (x, b, t, d) = self.encode(images)?;
         let cls_out = x.reshape((b, t, d))?.narrow(1, 0, 1)?.reshape((b, d))?;
-        let f = self.norm.forward(&cls_out)?;
+        // The head and the loss are f32 whatever the compute dtype.
+        let f = self.norm.forward(&cls_out)?.to_dtype(DType::F32)?;
         Ok(f.matmul(&self.head_w.as_tensor().t()?)?
             .broadcast_add(self.head_b.as_tensor())?)
     }
@@ -324,6 +326,8 @@ impl VitModel {
         )?;
         let (p, g, d, t) = (cfg.patch_size, cfg.grid(), cfg.width, cfg.num_tokens());
         let patches = images
+            .to_device(self.cls.device())?
+            .to_dtype(self.cls.dtype())?
             .reshape((b, cfg.in_channels, g, p, g, p))?
             .permute((0, 2, 4, 1, 3, 5))?
             .contiguous()?
@@ -442,12 +446,10 @@ impl VitModel {
             &[head.weight.nrows(), head.weight.ncols()],
         )?;
         check_shape("head.bias", self.head_b.dims(), &[head.bias.len()])?;
-        self.head_w.set(&tensor_from_array(&head.weight)?)?;
-        self.head_b.set(&Tensor::from_slice(
-            &head.bias,
-            head.bias.len(),
-            &Device::Cpu,
-        )?)?;
+        let device = self.head_w.device();
+        self.head_w.set(&tensor_from_array(&head.weight, device)?)?;
+        self.head_b
+            .set(&Tensor::from_slice(&head.bias, head.bias.len(), device)?)?;
         Ok(())
     }
 
@@ -481,7 +483,7 @@ impl VitModel {
     /// # Errors
     /// Candle errors only.
     pub fn regulariser(&self, kind: RegulariserKind) -> Result<Tensor> {
-        let mut total = Tensor::zeros((), DType::F32, &Device::Cpu)?;
+        let mut total = Tensor::zeros((), DType::F32, self.head_w.device())?;
         for (_, l) in self.adapted() {
             if let Some(ad) = l.adapter() {
                 total = (total + orthogonality_penalty(ad.b_var(), ad.a_var(), kind)?)?;

@@ -90,16 +90,17 @@ impl<'a> Batch<'a> {
         }
     }
 
-    /// Image and label tensors, checking labels against `num_classes`.
-    pub(crate) fn tensors(&self, num_classes: usize) -> Result<(Tensor, Tensor)> {
+    /// Image and label tensors on `device`, checking labels against
+    /// `num_classes`.
+    pub(crate) fn tensors(&self, num_classes: usize, device: &Device) -> Result<(Tensor, Tensor)> {
         if let Some(&bad) = self.labels.iter().find(|&&l| l as usize >= num_classes) {
             return Err(LoraError::InvalidInput {
                 what: "labels",
                 reason: format!("label {bad} is not below num_classes {num_classes}"),
             });
         }
-        let x = Tensor::from_slice(self.images, self.shape.to_vec(), &Device::Cpu)?;
-        let y = Tensor::from_slice(self.labels, self.labels.len(), &Device::Cpu)?;
+        let x = Tensor::from_slice(self.images, self.shape.to_vec(), device)?;
+        let y = Tensor::from_slice(self.labels, self.labels.len(), device)?;
         Ok((x, y))
     }
 }
@@ -294,7 +295,7 @@ pub(crate) fn objective(
     zeta: f64,
     kind: RegulariserKind,
 ) -> Result<(Tensor, Tensor)> {
-    let (x, y) = batch.tensors(model.num_classes())?;
+    let (x, y) = batch.tensors(model.num_classes(), &model.device())?;
     let logits = model.forward(&x)?;
     let task = candle_nn::loss::cross_entropy(&logits, &y)?;
     let total = if zeta > 0.0 && matches!(model.mode(), FineTuneMode::Lora(_)) {
@@ -381,13 +382,19 @@ impl LocalTrainer {
             _ => Opt::new(&self.options.optimizer, vars)?,
         };
         opt.set_lr(self.options.optimizer.lr());
-        let (mut sum, mut sum_task) = (0.0, 0.0);
+        // The losses are read back after the last step, so that on a GPU no
+        // step waits for the device to finish the one before.
+        let mut losses = Vec::with_capacity(batches.len());
         for batch in batches {
             let (loss, task) =
                 objective(model, batch, self.options.zeta, self.options.regulariser)?;
+            opt.backward_step(&loss)?;
+            losses.push((loss.detach(), task.detach()));
+        }
+        let (mut sum, mut sum_task) = (0.0, 0.0);
+        for (loss, task) in losses {
             sum += f64::from(loss.to_dtype(DType::F32)?.to_scalar::<f32>()?);
             sum_task += f64::from(task.to_dtype(DType::F32)?.to_scalar::<f32>()?);
-            opt.backward_step(&loss)?;
         }
         if self.options.keep_optimizer_state {
             self.state = Some((ids, opt));
@@ -482,7 +489,7 @@ pub fn evaluate_sums(
     let mut start = 0;
     while start < data.len() {
         let part = data.slice(start, batch_size);
-        let (x, y) = part.tensors(model.num_classes())?;
+        let (x, y) = part.tensors(model.num_classes(), &model.device())?;
         let logits = model.forward(&x)?.detach();
         let loss = candle_nn::loss::cross_entropy(&logits, &y)?.to_scalar::<f32>()?;
         let pred = logits.argmax_keepdim(1)?.flatten_all()?.to_vec1::<u32>()?;
