@@ -258,7 +258,7 @@ impl CustomOp3 for LayerNormOp {
         s3: &CudaStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CudaStorage, Shape)> {
-        let (rows, cols) = crate::fused_cuda::rows_cols_of(l1);
+        let (rows, cols) = crate::fused_cuda::rows_cols(l1);
         if l2.shape().elem_count() != cols || l3.shape().elem_count() != cols {
             bail!(
                 "layer norm: shapes x {:?}, w {:?}, b {:?}",
@@ -409,7 +409,7 @@ impl CustomOp1 for SoftmaxOp {
 
     #[cfg(feature = "cuda")]
     fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
-        let (rows, cols) = crate::fused_cuda::rows_cols_of(l);
+        let (rows, cols) = crate::fused_cuda::rows_cols(l);
         let y = crate::fused_cuda::softmax_fwd(s, l, rows, cols)?;
         Ok((y, l.shape().clone()))
     }

@@ -647,7 +647,7 @@ fn gpu_only(name: &str) -> Result<(CpuStorage, Shape)> {
 }
 
 /// `(rows, cols)` of a tensor taken row-wise over its last dimension.
-fn rows_cols(l: &Layout) -> (usize, usize) {
+pub(crate) fn rows_cols(l: &Layout) -> (usize, usize) {
     let cols = l.dims().last().copied().unwrap_or(1).max(1);
     (l.shape().elem_count() / cols, cols)
 }
@@ -761,9 +761,4 @@ pub(crate) fn layer_norm_grads(
     let dw = out.get(1)?.sum(0)?.reshape(cols)?;
     let db = grad.reshape(((), cols))?.sum(0)?;
     Ok((dx, dw, db))
-}
-
-/// Rows and columns of a row-wise op's input (for the forward ops).
-pub(crate) fn rows_cols_of(l: &Layout) -> (usize, usize) {
-    rows_cols(l)
 }

@@ -172,14 +172,22 @@ impl LoraLinear {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (x2, lead) = flatten_leading(x)?;
         let frozen = !self.weight.track_op() && self.bias.as_ref().is_none_or(|b| !b.track_op());
-        if let (true, Some(ad), Some(bias)) = (frozen, &self.adapter, &self.bias) {
+        // f32 factors cast to the compute dtype (a no-op in f32; the cast is
+        // in the autograd graph, so the f32 variables get the gradient).
+        let factors = match &self.adapter {
+            Some(ad) => {
+                let dt = x2.dtype();
+                Some((
+                    ad.a.as_tensor().to_dtype(dt)?,
+                    ad.b.as_tensor().to_dtype(dt)?,
+                    ad.scale,
+                ))
+            }
+            None => None,
+        };
+        if let (true, Some((a, b, scale)), Some(bias)) = (frozen, &factors, &self.bias) {
             // On a GPU the whole adapted layer is one autograd node.
-            let dt = x2.dtype();
-            let a = ad.a.as_tensor().to_dtype(dt)?;
-            let b = ad.b.as_tensor().to_dtype(dt)?;
-            if let Some(y) =
-                crate::fused::lora_linear_gpu(&x2, &self.weight, bias, &a, &b, ad.scale)?
-            {
+            if let Some(y) = crate::fused::lora_linear_gpu(&x2, &self.weight, bias, a, b, *scale)? {
                 return restore_leading(y, &lead);
             }
         }
@@ -193,13 +201,8 @@ impl LoraLinear {
                 None => y,
             }
         };
-        if let Some(ad) = &self.adapter {
-            // f32 factors cast to a reduced compute dtype (the cast is in
-            // the autograd graph, so the f32 variables get the gradient).
-            let dt = x2.dtype();
-            let a = ad.a.as_tensor().to_dtype(dt)?;
-            let b = ad.b.as_tensor().to_dtype(dt)?;
-            let low = x2.matmul(&a.t()?)?.affine(ad.scale, 0.0)?;
+        if let Some((a, b, scale)) = &factors {
+            let low = x2.matmul(&a.t()?)?.affine(*scale, 0.0)?;
             y = (y + low.matmul(&b.t()?)?)?;
         }
         restore_leading(y, &lead)
