@@ -15,6 +15,7 @@
 //! | [`bounds`] | `wflora-bounds` | convergence bound, offline rank choice |
 //! | [`alloc`] | `wflora-alloc` | Lyapunov drift-plus-penalty allocator |
 //! | [`fed`] | `wflora-fed` | federated engine |
+//! | [`dfl`] | `wflora-dfl` | decentralized multi-task LoRA (SO-LoRA) |
 //!
 //! ```
 //! // SOFT's budget for a 64×64 matrix at rank 8 keeping a quarter of the rank:
@@ -27,6 +28,7 @@ pub use wflora_alloc as alloc;
 pub use wflora_bounds as bounds;
 pub use wflora_channel as channel;
 pub use wflora_data as data;
+pub use wflora_dfl as dfl;
 pub use wflora_fed as fed;
 pub use wflora_lora as lora;
 pub use wflora_soft as soft;

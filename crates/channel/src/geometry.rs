@@ -154,7 +154,12 @@ impl Network {
             .collect()
     }
 
-    fn link_with_gain(&self, channel_gain: f64) -> Uplink {
+    /// The seed the network was placed with (its fading streams derive from it).
+    pub(crate) fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    pub(crate) fn link_with_gain(&self, channel_gain: f64) -> Uplink {
         Uplink {
             tx_power_w: self.config.tx_power_w(),
             channel_gain,

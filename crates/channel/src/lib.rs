@@ -16,6 +16,11 @@
 //!   the synchronous round latency `max_k (T_cmp + S/R)`, and the
 //!   latency-equalising split ([`equalising_split`]).
 //!
+//! * device-to-device links between two sites ([`Network::d2d_link`]):
+//!   the same path loss at their distance, reciprocal per-pair fading, and
+//!   a broadcast priced at its weakest receiver ([`broadcast_airtime_s`]),
+//!   for decentralized training without a server.
+//!
 //! Every quantity carries its unit in its name (`_hz`, `_w`, `_dbm`, `_db`,
 //! `_s`, `bits`); conversions live in [`units`].
 //!
@@ -40,6 +45,7 @@
 //! ```
 
 mod config;
+mod d2d;
 mod error;
 mod geometry;
 mod latency;
@@ -47,6 +53,7 @@ mod link;
 pub mod units;
 
 pub use config::ChannelConfig;
+pub use d2d::{MIN_D2D_DISTANCE_M, broadcast_airtime_s, site_distance_m, site_xy};
 pub use error::ChannelError;
 pub use geometry::{ClientSite, Network, draw_site, fading_power, path_gain, path_loss_db};
 pub use latency::{

@@ -213,6 +213,43 @@ impl Backbone {
         })
     }
 
+    /// A copy with plain-matrix deltas added to named linear weights:
+    /// `W ← W + Δ` for every `(name, Δ)`, where `name` is a linear layer
+    /// (`blocks.3.attn.q`) and `Δ` has its weight's shape `(out, in)`.
+    /// Used to merge frozen adapter components (a neighbour's `s·B·A`) into
+    /// the weights a model builds on; the other tensors are shared, not
+    /// copied.
+    ///
+    /// # Errors
+    /// [`LoraError::MissingTensor`] for an unknown layer name,
+    /// [`LoraError::Shape`] naming the layer for a wrong shape, or a
+    /// non-finite delta ([`LoraError::InvalidInput`]); nothing is built then.
+    pub fn with_added(&self, deltas: &[(String, ndarray::Array2<f32>)]) -> Result<Self> {
+        let mut tensors = self.tensors.clone();
+        for (name, delta) in deltas {
+            let key = format!("{name}.weight");
+            let w = tensors.get(&key).ok_or_else(|| LoraError::MissingTensor {
+                name: key.clone(),
+                expected: vec![delta.nrows(), delta.ncols()],
+                source_name: "backbone (with_added)".into(),
+            })?;
+            check_shape(&key, w.dims(), &[delta.nrows(), delta.ncols()])?;
+            if delta.iter().any(|v| !v.is_finite()) {
+                return Err(LoraError::InvalidInput {
+                    what: "delta",
+                    reason: format!("the delta for `{name}` has a non-finite entry"),
+                });
+            }
+            let d = crate::convert::tensor_from_array(delta, w.device())?.to_dtype(w.dtype())?;
+            let sum = (w + d)?;
+            tensors.insert(key, sum);
+        }
+        Ok(Self {
+            config: self.config.clone(),
+            tensors,
+        })
+    }
+
     /// Number of scalar parameters.
     #[must_use]
     pub fn num_params(&self) -> usize {

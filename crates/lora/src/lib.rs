@@ -114,5 +114,5 @@ pub use pretrain::{
 pub use regularizer::{NORM_EPS, RegulariserKind, orthogonality_penalty, orthogonality_value};
 pub use train::{
     AdamWParams, Batch, EvalResult, EvalSums, LocalTrainer, LocalUpdate, OptimizerKind,
-    TrainOptions, evaluate, evaluate_sums,
+    TrainOptions, evaluate, evaluate_sums, features, predict,
 };

@@ -146,6 +146,7 @@ pub struct VitModel {
     head_w: Var,
     head_b: Var,
     full_vars: Vec<(String, Var)>,
+    train_a: bool,
 }
 
 impl VitModel {
@@ -255,6 +256,7 @@ impl VitModel {
             head_w,
             head_b,
             full_vars,
+            train_a: true,
         })
     }
 
@@ -453,15 +455,30 @@ impl VitModel {
         Ok(())
     }
 
-    /// The variables an optimizer updates: LoRA `A`, `B` per adapted matrix
-    /// (LoRA mode), every backbone weight (full mode), then the head weight
-    /// and bias.
+    /// Whether the optimizer updates the LoRA `A` factors (the default).
+    /// With `false`, `A` stays at whatever [`Self::set_factors`] wrote:
+    /// frozen random projections, as FFA-LoRA and SO-LoRA train them.
+    pub fn set_train_a(&mut self, train: bool) {
+        self.train_a = train;
+    }
+
+    /// Whether the optimizer updates the LoRA `A` factors.
+    #[must_use]
+    pub fn trains_a(&self) -> bool {
+        self.train_a
+    }
+
+    /// The variables an optimizer updates: LoRA `A` (unless frozen with
+    /// [`Self::set_train_a`]) and `B` per adapted matrix (LoRA mode), every
+    /// backbone weight (full mode), then the head weight and bias.
     #[must_use]
     pub fn trainable_vars(&self) -> Vec<Var> {
         let mut vars = Vec::new();
         for (_, l) in self.adapted() {
             if let Some(ad) = l.adapter() {
-                vars.push(ad.a_var().clone());
+                if self.train_a {
+                    vars.push(ad.a_var().clone());
+                }
                 vars.push(ad.b_var().clone());
             }
         }

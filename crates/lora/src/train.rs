@@ -507,3 +507,62 @@ pub fn evaluate_sums(
     }
     Ok(out)
 }
+
+/// Top-1 predictions of `model` on `data`, in batches of `batch_size`
+/// (labels are not read: they may belong to another task's label space).
+///
+/// # Errors
+/// As [`evaluate`].
+pub fn predict(model: &VitModel, data: &Batch<'_>, batch_size: usize) -> Result<Vec<u32>> {
+    if data.is_empty() || batch_size == 0 {
+        return Err(LoraError::InvalidInput {
+            what: "prediction set",
+            reason: format!("{} images, batch size {batch_size}", data.len()),
+        });
+    }
+    let mut out = Vec::with_capacity(data.len());
+    let mut start = 0;
+    while start < data.len() {
+        let part = data.slice(start, batch_size);
+        let x = Tensor::from_slice(part.images(), part.shape().to_vec(), &model.device())?;
+        let logits = model.forward(&x)?.detach();
+        out.extend(logits.argmax_keepdim(1)?.flatten_all()?.to_vec1::<u32>()?);
+        start += part.len();
+    }
+    Ok(out)
+}
+
+/// The class-token features after the final LayerNorm (`N × D`, what the
+/// head reads), adapters included, in batches of `batch_size`. Labels of
+/// `data` are not read.
+///
+/// # Errors
+/// As [`evaluate`].
+pub fn features(
+    model: &VitModel,
+    data: &Batch<'_>,
+    batch_size: usize,
+) -> Result<ndarray::Array2<f32>> {
+    if data.is_empty() || batch_size == 0 {
+        return Err(LoraError::InvalidInput {
+            what: "feature set",
+            reason: format!("{} images, batch size {batch_size}", data.len()),
+        });
+    }
+    let d = model.config().width;
+    let mut flat = Vec::with_capacity(data.len() * d);
+    let mut start = 0;
+    while start < data.len() {
+        let part = data.slice(start, batch_size);
+        let x = Tensor::from_slice(part.images(), part.shape().to_vec(), &model.device())?;
+        let t = model.tokens(&x)?.detach();
+        let b = part.len();
+        let cls = t.narrow(1, 0, 1)?.reshape((b, d))?.to_dtype(DType::F32)?;
+        flat.extend(cls.flatten_all()?.to_vec1::<f32>()?);
+        start += b;
+    }
+    ndarray::Array2::from_shape_vec((data.len(), d), flat).map_err(|e| LoraError::InvalidInput {
+        what: "features",
+        reason: e.to_string(),
+    })
+}

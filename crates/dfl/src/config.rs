@@ -1,0 +1,325 @@
+//! The decentralized run's configuration (serde, validated; every error
+//! names its field).
+
+use serde::{Deserialize, Serialize};
+use wflora_channel::ChannelConfig;
+use wflora_fed::TaskConfig;
+use wflora_lora::{AdamWParams, OptimizerKind};
+
+use crate::error::DflError;
+
+/// How a task's images differ from the backbone's pre-training images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transform {
+    /// As they are.
+    None,
+    /// Rotated by 90° counter-clockwise.
+    Rotate90,
+    /// Intensities inverted (`1 − x` on `[0, 1]` pixels).
+    Invert,
+    /// Mirrored left–right.
+    FlipHorizontal,
+}
+
+/// One task of the multi-task federation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSpec {
+    /// Its name (plots and CSV).
+    pub name: String,
+    /// Dataset classes, relabelled `0..` in this order. A class claimed by
+    /// several tasks has its images dealt among them (disjoint images).
+    pub classes: Vec<u32>,
+    /// The input transform.
+    pub transform: Transform,
+}
+
+/// The training scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// SO-LoRA: per-device frozen Gaussian `A_k` (sent once), sparse
+    /// trained `B_k` (sent every round), neighbours' components merged.
+    SoLora,
+    /// Plain decentralized LoRA: `A` and `B` trained and gossip-averaged
+    /// separately (D-PSGD on the factors).
+    DLora,
+    /// FFA-LoRA style: one frozen Gaussian `A` shared by every device,
+    /// dense `B` trained and gossip-averaged.
+    FfaLora,
+    /// Local training only, no exchange.
+    LocalOnly,
+}
+
+impl Method {
+    /// Its short name.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::SoLora => "SO-LoRA",
+            Self::DLora => "D-LoRA",
+            Self::FfaLora => "FFA-LoRA",
+            Self::LocalOnly => "local-only",
+        }
+    }
+}
+
+/// Who talks to whom.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Topology {
+    /// Devices on a ring in index order.
+    Ring,
+    /// Devices within `radius_m` of each other (raised to connect the graph).
+    RandomGeometric {
+        /// Link radius in metres.
+        radius_m: f64,
+    },
+    /// Everyone with everyone.
+    Full,
+    /// Clusters by task similarity and link quality, cliques inside.
+    Cluster {
+        /// Number of clusters.
+        clusters: usize,
+        /// Weight of link quality against task similarity, in `[0, 1]`.
+        lambda: f64,
+    },
+}
+
+impl Topology {
+    /// Its short name.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ring => "ring",
+            Self::RandomGeometric { .. } => "geometric",
+            Self::Full => "full",
+            Self::Cluster { .. } => "cluster",
+        }
+    }
+}
+
+/// A decentralized multi-task run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DflConfig {
+    /// Run name.
+    pub name: String,
+    /// Run seed (placement, fading, initialisation, batches, `A_k`).
+    pub seed: u64,
+    /// The backbone (pre-trained as in `wflora-fed`'s task on its source
+    /// classes) and the dataset; its target classes are not used.
+    pub backbone: TaskConfig,
+    /// The tasks; device `k` works on task `k mod tasks.len()`.
+    pub tasks: Vec<TaskSpec>,
+    /// Devices per task.
+    pub devices_per_task: usize,
+    /// Share of each task's images held out for testing.
+    pub test_fraction: f64,
+    /// At most this many test images per task (`None`: all).
+    pub test_limit: Option<usize>,
+    /// The scheme.
+    pub method: Method,
+    /// The graph.
+    pub topology: Topology,
+    /// LoRA rank of every device.
+    pub rank: usize,
+    /// LoRA `alpha` (scale `alpha/rank`).
+    pub alpha: f64,
+    /// SO-LoRA's layer-wise budget: kept share of each `B_k`'s entries.
+    pub density: f64,
+    /// Rounds.
+    pub rounds: usize,
+    /// Local steps per round.
+    pub local_steps: usize,
+    /// Mini-batch size.
+    pub batch_size: usize,
+    /// Local optimiser (fresh state every round).
+    pub optimizer: OptimizerKind,
+    /// Evaluate every this many rounds (and after the last).
+    pub eval_every: usize,
+    /// Worker threads.
+    pub workers: usize,
+    /// The radio (D2D links use the uplink's model; the band is shared by
+    /// FDMA among the devices that transmit in a round).
+    pub channel: ChannelConfig,
+}
+
+impl DflConfig {
+    /// The embedded default: three vision tasks from the embedded
+    /// Fashion-MNIST on the default pre-trained `tiny` backbone (classes
+    /// 0–4): classes 5–9 upright, classes 5–9 rotated by 90° (other
+    /// images), classes 0–4 with inverted intensities; 4 devices per task,
+    /// SO-LoRA on the cluster topology.
+    #[must_use]
+    pub fn embedded_default() -> Self {
+        let t = |name: &str, classes: Vec<u32>, transform| TaskSpec {
+            name: name.into(),
+            classes,
+            transform,
+        };
+        Self {
+            name: "so-default".into(),
+            seed: 1,
+            backbone: TaskConfig::embedded_default(),
+            tasks: vec![
+                t("novel", vec![5, 6, 7, 8, 9], Transform::None),
+                t("rotated", vec![5, 6, 7, 8, 9], Transform::Rotate90),
+                t("inverted", vec![0, 1, 2, 3, 4], Transform::Invert),
+            ],
+            devices_per_task: 4,
+            test_fraction: 0.3,
+            test_limit: Some(600),
+            method: Method::SoLora,
+            topology: Topology::Cluster {
+                clusters: 3,
+                lambda: 0.3,
+            },
+            rank: 8,
+            alpha: 16.0,
+            density: 0.25,
+            rounds: 20,
+            local_steps: 5,
+            batch_size: 32,
+            optimizer: OptimizerKind::AdamW(AdamWParams {
+                lr: 2e-3,
+                ..AdamWParams::default()
+            }),
+            eval_every: 2,
+            workers: 2,
+            channel: ChannelConfig::default(),
+        }
+    }
+
+    /// Number of devices.
+    #[must_use]
+    pub fn devices(&self) -> usize {
+        self.tasks.len() * self.devices_per_task
+    }
+
+    /// Parses TOML, naming the file in errors.
+    ///
+    /// # Errors
+    /// [`DflError::Config`] with the parser's message or the invalid field.
+    pub fn from_toml(text: &str, file: &str) -> Result<Self, DflError> {
+        let cfg: Self = toml::from_str(text).map_err(|e| DflError::config(file, e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks every field this crate uses.
+    ///
+    /// # Errors
+    /// [`DflError::Config`] naming the first invalid field.
+    pub fn validate(&self) -> Result<(), DflError> {
+        let bad = |f: &str, r: String| Err(DflError::config(f, r));
+        if self.tasks.is_empty() {
+            return bad("tasks", "at least one task is needed".into());
+        }
+        for (i, t) in self.tasks.iter().enumerate() {
+            if t.classes.len() < 2 {
+                return bad(&format!("tasks[{i}].classes"), "at least two classes".into());
+            }
+            let mut c = t.classes.clone();
+            c.sort_unstable();
+            c.dedup();
+            if c.len() != t.classes.len() {
+                return bad(&format!("tasks[{i}].classes"), "a class is listed twice".into());
+            }
+        }
+        if self.devices_per_task == 0 {
+            return bad("devices_per_task", "must be at least 1".into());
+        }
+        if !(self.test_fraction > 0.0 && self.test_fraction < 1.0) {
+            return bad("test_fraction", format!("{} must lie in (0, 1)", self.test_fraction));
+        }
+        if self.test_limit == Some(0) {
+            return bad("test_limit", "must be at least 1".into());
+        }
+        if self.rank == 0 {
+            return bad("rank", "must be at least 1".into());
+        }
+        if !(self.alpha.is_finite() && self.alpha > 0.0) {
+            return bad("alpha", format!("{} must be finite and > 0", self.alpha));
+        }
+        if !(self.density > 0.0 && self.density <= 1.0) {
+            return bad("density", format!("{} must lie in (0, 1]", self.density));
+        }
+        for (f, v) in [
+            ("rounds", self.rounds),
+            ("local_steps", self.local_steps),
+            ("batch_size", self.batch_size),
+            ("eval_every", self.eval_every),
+            ("workers", self.workers),
+        ] {
+            if v == 0 {
+                return bad(f, "must be at least 1".into());
+            }
+        }
+        let lr = self.optimizer.lr();
+        if !(lr.is_finite() && lr > 0.0) {
+            return bad("optimizer.lr", format!("{lr} must be finite and > 0"));
+        }
+        match self.topology {
+            Topology::RandomGeometric { radius_m } if !(radius_m.is_finite() && radius_m > 0.0) => {
+                return bad("topology.radius_m", format!("{radius_m} must be finite and > 0"));
+            }
+            Topology::Cluster { clusters, lambda } => {
+                if clusters == 0 || clusters > self.devices() {
+                    return bad(
+                        "topology.clusters",
+                        format!("{clusters} must lie in 1..={}", self.devices()),
+                    );
+                }
+                if !(0.0..=1.0).contains(&lambda) {
+                    return bad("topology.lambda", format!("{lambda} must lie in [0, 1]"));
+                }
+            }
+            _ => {}
+        }
+        self.channel
+            .validate()
+            .map_err(|e| DflError::config("channel", e.to_string()))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_validates_and_roundtrips_through_toml() {
+        let c = DflConfig::embedded_default();
+        c.validate().expect("valid");
+        let text = toml::to_string(&c).expect("serialise");
+        assert_eq!(DflConfig::from_toml(&text, "x.toml").expect("parse"), c);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases: Vec<(&str, Box<dyn Fn(&mut DflConfig)>)> = vec![
+            ("density", Box::new(|c| c.density = 0.0)),
+            ("rank", Box::new(|c| c.rank = 0)),
+            ("tasks[1].classes", Box::new(|c| c.tasks[1].classes = vec![3])),
+            ("tasks[0].classes", Box::new(|c| c.tasks[0].classes = vec![3, 3])),
+            ("topology.clusters", Box::new(|c| c.topology = Topology::Cluster { clusters: 99, lambda: 0.5 })),
+            ("topology.lambda", Box::new(|c| c.topology = Topology::Cluster { clusters: 2, lambda: 2.0 })),
+            ("topology.radius_m", Box::new(|c| c.topology = Topology::RandomGeometric { radius_m: -1.0 })),
+            ("eval_every", Box::new(|c| c.eval_every = 0)),
+            ("test_fraction", Box::new(|c| c.test_fraction = 1.0)),
+            ("optimizer.lr", Box::new(|c| c.optimizer = OptimizerKind::Sgd { lr: 0.0 })),
+        ];
+        for (field, edit) in cases {
+            let mut c = DflConfig::embedded_default();
+            edit(&mut c);
+            match c.validate() {
+                Err(DflError::Config { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+        let err = DflConfig::from_toml("name = 3", "bad.toml").expect_err("bad");
+        assert!(err.to_string().contains("bad.toml"));
+    }
+}
