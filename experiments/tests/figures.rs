@@ -74,3 +74,51 @@ fn fig2_quick_writes_everything_and_resumes_to_the_same_numbers() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn so3_quick_writes_everything_resumes_and_refuses_other_profiles() {
+    let dir = std::env::temp_dir().join(format!("wflora-so3-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let opts = |profile, resume| FigureOptions {
+        profile,
+        out: dir.clone(),
+        resume,
+        force: false,
+    };
+    let fig = find("so3").unwrap();
+    let first = (fig.run)(&opts(Profile::Quick, false)).unwrap();
+    for f in [
+        "data.csv",
+        "so3.png",
+        "so3.svg",
+        "summary.json",
+        "config.json",
+        "manifest.json",
+    ] {
+        let p = dir.join(f);
+        assert!(
+            p.metadata().map(|m| m.len() > 0).unwrap_or(false),
+            "{f} missing or empty"
+        );
+    }
+    assert!(dir.join("runs/so_lora-s1/result.json").exists());
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(
+        summary["claims"].as_array().unwrap().len(),
+        first.claims.len()
+    );
+    // The claims are computed from the reports: hard − moe is what the summary holds.
+    let hard = summary["hard_mean"].as_f64().unwrap();
+    let moe = summary["moe_mean"].as_f64().unwrap();
+    assert!((summary["claims"][0]["value"].as_f64().unwrap() - (hard - moe)).abs() < 1e-12);
+    (fig.run)(&opts(Profile::Quick, true)).unwrap();
+    let again: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(again["claims"], summary["claims"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+    let err = (fig.run)(&opts(Profile::Real, false))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("profile 'real'"), "{err}");
+}

@@ -144,7 +144,9 @@ mod tests {
         let rounds = 4000;
         let mean: f64 = (0..rounds).map(|r| n.d2d_fading(0, 1, r)).sum::<f64>() / rounds as f64;
         assert!((mean - 1.0).abs() < 0.08, "mean {mean}");
-        let same = (0..50).filter(|&r| n.d2d_fading(0, 1, r) == n.fading(0, r)).count();
+        let same = (0..50)
+            .filter(|&r| n.d2d_fading(0, 1, r) == n.fading(0, r))
+            .count();
         assert_eq!(same, 0);
         assert_ne!(pair_index(0, 1), pair_index(0, 2));
         assert_eq!(pair_index(4, 2), pair_index(2, 4));

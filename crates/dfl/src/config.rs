@@ -219,20 +219,29 @@ impl DflConfig {
         }
         for (i, t) in self.tasks.iter().enumerate() {
             if t.classes.len() < 2 {
-                return bad(&format!("tasks[{i}].classes"), "at least two classes".into());
+                return bad(
+                    &format!("tasks[{i}].classes"),
+                    "at least two classes".into(),
+                );
             }
             let mut c = t.classes.clone();
             c.sort_unstable();
             c.dedup();
             if c.len() != t.classes.len() {
-                return bad(&format!("tasks[{i}].classes"), "a class is listed twice".into());
+                return bad(
+                    &format!("tasks[{i}].classes"),
+                    "a class is listed twice".into(),
+                );
             }
         }
         if self.devices_per_task == 0 {
             return bad("devices_per_task", "must be at least 1".into());
         }
         if !(self.test_fraction > 0.0 && self.test_fraction < 1.0) {
-            return bad("test_fraction", format!("{} must lie in (0, 1)", self.test_fraction));
+            return bad(
+                "test_fraction",
+                format!("{} must lie in (0, 1)", self.test_fraction),
+            );
         }
         if self.test_limit == Some(0) {
             return bad("test_limit", "must be at least 1".into());
@@ -263,7 +272,10 @@ impl DflConfig {
         }
         match self.topology {
             Topology::RandomGeometric { radius_m } if !(radius_m.is_finite() && radius_m > 0.0) => {
-                return bad("topology.radius_m", format!("{radius_m} must be finite and > 0"));
+                return bad(
+                    "topology.radius_m",
+                    format!("{radius_m} must be finite and > 0"),
+                );
             }
             Topology::Cluster { clusters, lambda } => {
                 if clusters == 0 || clusters > self.devices() {
@@ -299,17 +311,46 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut DflConfig)>)> = vec![
+        type Edit = Box<dyn Fn(&mut DflConfig)>;
+        let cases: Vec<(&str, Edit)> = vec![
             ("density", Box::new(|c| c.density = 0.0)),
             ("rank", Box::new(|c| c.rank = 0)),
-            ("tasks[1].classes", Box::new(|c| c.tasks[1].classes = vec![3])),
-            ("tasks[0].classes", Box::new(|c| c.tasks[0].classes = vec![3, 3])),
-            ("topology.clusters", Box::new(|c| c.topology = Topology::Cluster { clusters: 99, lambda: 0.5 })),
-            ("topology.lambda", Box::new(|c| c.topology = Topology::Cluster { clusters: 2, lambda: 2.0 })),
-            ("topology.radius_m", Box::new(|c| c.topology = Topology::RandomGeometric { radius_m: -1.0 })),
+            (
+                "tasks[1].classes",
+                Box::new(|c| c.tasks[1].classes = vec![3]),
+            ),
+            (
+                "tasks[0].classes",
+                Box::new(|c| c.tasks[0].classes = vec![3, 3]),
+            ),
+            (
+                "topology.clusters",
+                Box::new(|c| {
+                    c.topology = Topology::Cluster {
+                        clusters: 99,
+                        lambda: 0.5,
+                    }
+                }),
+            ),
+            (
+                "topology.lambda",
+                Box::new(|c| {
+                    c.topology = Topology::Cluster {
+                        clusters: 2,
+                        lambda: 2.0,
+                    }
+                }),
+            ),
+            (
+                "topology.radius_m",
+                Box::new(|c| c.topology = Topology::RandomGeometric { radius_m: -1.0 }),
+            ),
             ("eval_every", Box::new(|c| c.eval_every = 0)),
             ("test_fraction", Box::new(|c| c.test_fraction = 1.0)),
-            ("optimizer.lr", Box::new(|c| c.optimizer = OptimizerKind::Sgd { lr: 0.0 })),
+            (
+                "optimizer.lr",
+                Box::new(|c| c.optimizer = OptimizerKind::Sgd { lr: 0.0 }),
+            ),
         ];
         for (field, edit) in cases {
             let mut c = DflConfig::embedded_default();

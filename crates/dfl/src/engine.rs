@@ -13,8 +13,8 @@ use wflora_channel::{Network, broadcast_airtime_s, site_xy};
 use wflora_data::{BatchSampler, Dataset};
 use wflora_fed::seed::{Stream, derive};
 use wflora_lora::{
-    AdapterFactors, Batch, FineTuneMode, HeadParams, LocalTrainer, LoraConfig,
-    LoraTarget, RegulariserKind, TrainOptions, VitModel,
+    AdapterFactors, Batch, FineTuneMode, HeadParams, LocalTrainer, LoraConfig, LoraTarget,
+    RegulariserKind, TrainOptions, VitModel,
 };
 
 use crate::config::{DflConfig, Method, Topology};
@@ -213,7 +213,11 @@ impl Simulation {
         if data.tasks.len() != cfg.tasks.len() {
             return Err(DflError::config(
                 "tasks",
-                format!("{} tasks configured, {} built", cfg.tasks.len(), data.tasks.len()),
+                format!(
+                    "{} tasks configured, {} built",
+                    cfg.tasks.len(),
+                    data.tasks.len()
+                ),
             ));
         }
         let n = cfg.devices();
@@ -223,29 +227,51 @@ impl Simulation {
         let mut pools = vec![Vec::new(); n];
         for (t, task) in data.tasks.iter().enumerate() {
             let mut idx: Vec<usize> = (0..task.train.len()).collect();
-            wflora_data::shuffle_indices(&mut idx, derive(cfg.seed, Stream::Partition, 1, t as u64));
+            wflora_data::shuffle_indices(
+                &mut idx,
+                derive(cfg.seed, Stream::Partition, 1, t as u64),
+            );
             let devs: Vec<usize> = (0..n).filter(|&k| device_task[k] == t).collect();
             let per = idx.len() / devs.len();
             if per == 0 {
                 return Err(DflError::config(
                     "devices_per_task",
-                    format!("task `{}` has {} training images for {} devices", task.name, idx.len(), devs.len()),
+                    format!(
+                        "task `{}` has {} training images for {} devices",
+                        task.name,
+                        idx.len(),
+                        devs.len()
+                    ),
                 ));
             }
             for (c, &k) in devs.iter().enumerate() {
-                let end = if c + 1 == devs.len() { idx.len() } else { (c + 1) * per };
+                let end = if c + 1 == devs.len() {
+                    idx.len()
+                } else {
+                    (c + 1) * per
+                };
                 pools[k] = idx[c * per..end].to_vec();
             }
         }
-        let network = Network::new(cfg.channel.clone(), n, derive(cfg.seed, Stream::Channel, 0, 0))?;
+        let network = Network::new(
+            cfg.channel.clone(),
+            n,
+            derive(cfg.seed, Stream::Channel, 0, 0),
+        )?;
         // Task codes: frozen-backbone class-token features of local images.
         let codes = parallel(n, cfg.workers, 0, |k| {
             let train = &data.tasks[device_task[k]].train;
             let take: Vec<usize> = pools[k].iter().copied().take(CODE_IMAGES).collect();
             let b = train.gather(&take)?;
             let frozen = VitModel::new(data.backbone.clone(), FineTuneMode::HeadOnly, 1, 0)?;
-            let f = wflora_lora::features(&frozen, &Batch::new(&b.images, &b.labels, b.shape())?, EVAL_BATCH)?;
-            task_code(&f).ok_or_else(|| DflError::config("tasks", format!("device {k}'s features are all zero")))
+            let f = wflora_lora::features(
+                &frozen,
+                &Batch::new(&b.images, &b.labels, b.shape())?,
+                EVAL_BATCH,
+            )?;
+            task_code(&f).ok_or_else(|| {
+                DflError::config("tasks", format!("device {k}'s features are all zero"))
+            })
         })?;
         let (mut radius_m, mut clusters) = (None, None);
         let graph = match cfg.topology {
@@ -257,7 +283,10 @@ impl Simulation {
                 radius_m = Some(used);
                 g
             }
-            Topology::Cluster { clusters: c, lambda } => {
+            Topology::Cluster {
+                clusters: c,
+                lambda,
+            } => {
                 let q = link_quality(&network, n);
                 let d = cluster_distance(&codes, &q, lambda)?;
                 let labels = average_linkage(&d, c)?;
@@ -268,8 +297,7 @@ impl Simulation {
         };
         let weights = graph.metropolis_weights();
         let mut states = Vec::with_capacity(n);
-        for k in 0..n {
-            let t = device_task[k];
+        for (k, &t) in device_task.iter().enumerate() {
             let model = VitModel::new(
                 data.backbone.clone(),
                 lora_mode(&cfg),
@@ -281,10 +309,18 @@ impl Simulation {
                 let (r, l) = f.a.dim();
                 match cfg.method {
                     Method::SoLora => {
-                        f.a = gaussian_projection(r, l, derive(cfg.seed, Stream::Init, 1 + k as u64, layer as u64))?;
+                        f.a = gaussian_projection(
+                            r,
+                            l,
+                            derive(cfg.seed, Stream::Init, 1 + k as u64, layer as u64),
+                        )?;
                     }
                     Method::FfaLora => {
-                        f.a = gaussian_projection(r, l, derive(cfg.seed, Stream::Init, 1 << 20, layer as u64))?;
+                        f.a = gaussian_projection(
+                            r,
+                            l,
+                            derive(cfg.seed, Stream::Init, 1 << 20, layer as u64),
+                        )?;
                     }
                     Method::DLora | Method::LocalOnly => {
                         // The standard LoRA init, common to every device.
@@ -405,7 +441,8 @@ impl Simulation {
     /// Model errors.
     pub fn device_model(&self, k: usize) -> Result<VitModel, DflError> {
         let st = &self.states[k];
-        let backbone = if self.cfg.method == Method::SoLora && !self.graph.neighbours(k).is_empty() {
+        let backbone = if self.cfg.method == Method::SoLora && !self.graph.neighbours(k).is_empty()
+        {
             Arc::new(self.data.backbone.with_added(&self.neighbour_deltas(k))?)
         } else {
             self.data.backbone.clone()
@@ -422,7 +459,11 @@ impl Simulation {
         Ok(model)
     }
 
-    fn train_device(&self, k: usize, t: usize) -> Result<(Vec<AdapterFactors>, HeadParams, f64), DflError> {
+    fn train_device(
+        &self,
+        k: usize,
+        t: usize,
+    ) -> Result<(Vec<AdapterFactors>, HeadParams, f64), DflError> {
         let mut model = self.device_model(k)?;
         let train = &self.data.tasks[self.states[k].task].train;
         let mut sampler = BatchSampler::new(
@@ -486,7 +527,11 @@ impl Simulation {
                 }
                 Method::DLora => {
                     if sends {
-                        bits[k] = f.iter().map(|l| (l.a.len() + l.b.len()) as f64).sum::<f64>() * f64::from(bpv);
+                        bits[k] = f
+                            .iter()
+                            .map(|l| (l.a.len() + l.b.len()) as f64)
+                            .sum::<f64>()
+                            * f64::from(bpv);
                     }
                 }
                 Method::FfaLora => {
@@ -547,7 +592,7 @@ impl Simulation {
             .records
             .last()
             .map_or((0.0, 0.0), |r| (r.cum_bits, r.cum_comm_time_s));
-        let due = self.round % self.cfg.eval_every == 0 || self.round == self.cfg.rounds;
+        let due = self.round.is_multiple_of(self.cfg.eval_every) || self.round == self.cfg.rounds;
         let (accuracy, task_accuracy, device_accuracy) = if due {
             let dev = self.evaluate_devices()?;
             let per_task = self.task_means(&dev);
@@ -619,7 +664,10 @@ impl Simulation {
         for layer in 0..self.states[0].factors.len() {
             for i in 0..n {
                 for j in i + 1..n {
-                    let (ai, aj) = (&self.states[i].factors[layer].a, &self.states[j].factors[layer].a);
+                    let (ai, aj) = (
+                        &self.states[i].factors[layer].a,
+                        &self.states[j].factors[layer].a,
+                    );
                     width = ai.ncols();
                     let c = cross_coherence(ai, aj)?;
                     sum += c;
@@ -636,7 +684,8 @@ impl Simulation {
                 dcount += 1;
                 for &j in self.graph.neighbours(i).iter().filter(|&&j| j > i) {
                     let sparse = |m: &Array2<f32>| top_k(m, m.len());
-                    let c = collision_rate(&sparse(&f.b)?, &sparse(&self.states[j].factors[layer].b)?)?;
+                    let c =
+                        collision_rate(&sparse(&f.b)?, &sparse(&self.states[j].factors[layer].b)?)?;
                     csum += c;
                     ccount += 1;
                 }
@@ -646,8 +695,16 @@ impl Simulation {
             cross_coherence_mean: if count > 0 { sum / count as f64 } else { 0.0 },
             cross_coherence_max: max,
             cross_coherence_gaussian: 1.0 / (width as f64).sqrt(),
-            collision_rate_mean: if ccount > 0 { csum / ccount as f64 } else { 0.0 },
-            collision_rate_random: if dcount > 0 { density_sum / dcount as f64 } else { 0.0 },
+            collision_rate_mean: if ccount > 0 {
+                csum / ccount as f64
+            } else {
+                0.0
+            },
+            collision_rate_random: if dcount > 0 {
+                density_sum / dcount as f64
+            } else {
+                0.0
+            },
         })
     }
 
@@ -688,7 +745,10 @@ impl Simulation {
         let s = self.scale() as f32;
         let mut avg: BTreeMap<String, Array2<f32>> = BTreeMap::new();
         for k in 0..n {
-            let own = self.states[k].factors.iter().map(|f| (f.name.clone(), (&f.b.dot(&f.a)) * s));
+            let own = self.states[k]
+                .factors
+                .iter()
+                .map(|f| (f.name.clone(), (&f.b.dot(&f.a)) * s));
             let extra = if self.cfg.method == Method::SoLora {
                 self.neighbour_deltas(k)
             } else {
@@ -699,10 +759,19 @@ impl Simulation {
                 e.scaled_add(1.0 / n as f32, &d);
             }
         }
-        let merged = Arc::new(self.data.backbone.with_added(&avg.into_iter().collect::<Vec<_>>())?);
+        let merged = Arc::new(
+            self.data
+                .backbone
+                .with_added(&avg.into_iter().collect::<Vec<_>>())?,
+        );
         let avg_preds = parallel(n, self.cfg.workers, self.round, |k| {
             let st = &self.states[k];
-            let model = VitModel::new(merged.clone(), FineTuneMode::HeadOnly, self.data.tasks[st.task].num_classes, 0)?;
+            let model = VitModel::new(
+                merged.clone(),
+                FineTuneMode::HeadOnly,
+                self.data.tasks[st.task].num_classes,
+                0,
+            )?;
             model.set_head(&st.head)?;
             let d = tests[st.task];
             Ok(wflora_lora::predict(&model, &batch_of(d)?, EVAL_BATCH)?)
@@ -749,14 +818,25 @@ impl Simulation {
                 .map(|s| {
                     s.factors
                         .iter()
-                        .map(|f| (f.name.clone(), StoredMatrix::from_array(&f.b), StoredMatrix::from_array(&f.a)))
+                        .map(|f| {
+                            (
+                                f.name.clone(),
+                                StoredMatrix::from_array(&f.b),
+                                StoredMatrix::from_array(&f.a),
+                            )
+                        })
                         .collect()
                 })
                 .collect(),
             heads: self
                 .states
                 .iter()
-                .map(|s| (StoredMatrix::from_array(&s.head.weight), s.head.bias.clone()))
+                .map(|s| {
+                    (
+                        StoredMatrix::from_array(&s.head.weight),
+                        s.head.bias.clone(),
+                    )
+                })
                 .collect(),
         }
     }
@@ -768,29 +848,58 @@ impl Simulation {
     /// device count or shapes differ from this run's.
     pub fn restore(&mut self, ck: DflCheckpoint) -> Result<(), DflError> {
         if ck.config != self.cfg {
-            return Err(DflError::config("checkpoint", "it was written by a run with another configuration"));
+            return Err(DflError::config(
+                "checkpoint",
+                "it was written by a run with another configuration",
+            ));
         }
-        if ck.factors.len() != self.states.len() || ck.heads.len() != self.states.len() || ck.records.len() != ck.round || ck.round > self.cfg.rounds {
-            return Err(DflError::config("checkpoint", "its device count, records or round do not fit this run"));
+        if ck.factors.len() != self.states.len()
+            || ck.heads.len() != self.states.len()
+            || ck.records.len() != ck.round
+            || ck.round > self.cfg.rounds
+        {
+            return Err(DflError::config(
+                "checkpoint",
+                "its device count, records or round do not fit this run",
+            ));
         }
         let mut states = self.states.clone();
         for (k, st) in states.iter_mut().enumerate() {
             if ck.factors[k].len() != st.factors.len() {
-                return Err(DflError::config("checkpoint", format!("device {k} has {} layers, expected {}", ck.factors[k].len(), st.factors.len())));
+                return Err(DflError::config(
+                    "checkpoint",
+                    format!(
+                        "device {k} has {} layers, expected {}",
+                        ck.factors[k].len(),
+                        st.factors.len()
+                    ),
+                ));
             }
             for (f, (name, b, a)) in st.factors.iter_mut().zip(&ck.factors[k]) {
-                let (b, a) = (b.to_array("checkpoint.factors")?, a.to_array("checkpoint.factors")?);
+                let (b, a) = (
+                    b.to_array("checkpoint.factors")?,
+                    a.to_array("checkpoint.factors")?,
+                );
                 if *name != f.name || b.dim() != f.b.dim() || a.dim() != f.a.dim() {
-                    return Err(DflError::config("checkpoint", format!("device {k}: layer {name} does not match {}", f.name)));
+                    return Err(DflError::config(
+                        "checkpoint",
+                        format!("device {k}: layer {name} does not match {}", f.name),
+                    ));
                 }
                 f.b = b;
                 f.a = a;
             }
             let w = ck.heads[k].0.to_array("checkpoint.heads")?;
             if w.dim() != st.head.weight.dim() || ck.heads[k].1.len() != st.head.bias.len() {
-                return Err(DflError::config("checkpoint", format!("device {k}'s head has another shape")));
+                return Err(DflError::config(
+                    "checkpoint",
+                    format!("device {k}'s head has another shape"),
+                ));
             }
-            st.head = HeadParams { weight: w, bias: ck.heads[k].1.clone() };
+            st.head = HeadParams {
+                weight: w,
+                bias: ck.heads[k].1.clone(),
+            };
         }
         self.states = states;
         self.records = ck.records;
@@ -814,8 +923,12 @@ impl Simulation {
         let io = |e: std::io::Error| DflError::config(&path.display().to_string(), e.to_string());
         if resume && path.exists() {
             let text = std::fs::read_to_string(&path).map_err(io)?;
-            let ck: DflCheckpoint = serde_json::from_str(&text)
-                .map_err(|e| DflError::config(&path.display().to_string(), format!("corrupt or truncated checkpoint: {e}")))?;
+            let ck: DflCheckpoint = serde_json::from_str(&text).map_err(|e| {
+                DflError::config(
+                    &path.display().to_string(),
+                    format!("corrupt or truncated checkpoint: {e}"),
+                )
+            })?;
             self.restore(ck)?;
         }
         std::fs::create_dir_all(dir).map_err(io)?;

@@ -93,7 +93,11 @@ impl Graph {
         let n = labels.len();
         Self {
             adj: (0..n)
-                .map(|i| (0..n).filter(|&j| j != i && labels[j] == labels[i]).collect())
+                .map(|i| {
+                    (0..n)
+                        .filter(|&j| j != i && labels[j] == labels[i])
+                        .collect()
+                })
                 .collect(),
         }
     }
@@ -109,9 +113,15 @@ impl Graph {
     /// positive, or `points` for a non-finite coordinate.
     pub fn random_geometric(points: &[(f64, f64)], radius: f64) -> Result<(Self, f64), GraphError> {
         if !(radius.is_finite() && radius > 0.0) {
-            return Err(invalid("radius", format!("{radius} must be finite and > 0")));
+            return Err(invalid(
+                "radius",
+                format!("{radius} must be finite and > 0"),
+            ));
         }
-        if let Some(p) = points.iter().find(|p| !(p.0.is_finite() && p.1.is_finite())) {
+        if let Some(p) = points
+            .iter()
+            .find(|p| !(p.0.is_finite() && p.1.is_finite()))
+        {
             return Err(invalid("points", format!("{p:?} is not finite")));
         }
         let r = radius.max(connectivity_radius(points));
@@ -268,8 +278,7 @@ pub fn cluster_distance(
         .iter()
         .map(|c| c.iter().map(|v| v * v).sum::<f64>().sqrt())
         .collect();
-    if codes.iter().any(|c| c.len() != dim) || norms.iter().any(|&x| !(x > 0.0 && x.is_finite()))
-    {
+    if codes.iter().any(|c| c.len() != dim) || norms.iter().any(|&x| !(x > 0.0 && x.is_finite())) {
         return Err(invalid(
             "codes",
             "every task code needs the same length and a finite non-zero norm",
@@ -305,7 +314,10 @@ pub fn cluster_distance(
 pub fn average_linkage(dist: &Array2<f64>, k: usize) -> Result<Vec<usize>, GraphError> {
     let n = dist.nrows();
     if dist.ncols() != n {
-        return Err(invalid("dist", format!("shape {:?} is not square", dist.dim())));
+        return Err(invalid(
+            "dist",
+            format!("shape {:?} is not square", dist.dim()),
+        ));
     }
     if k == 0 || k > n {
         return Err(invalid("k", format!("{k} clusters of {n} items")));
@@ -314,13 +326,20 @@ pub fn average_linkage(dist: &Array2<f64>, k: usize) -> Result<Vec<usize>, Graph
         for j in 0..n {
             let (a, b) = (dist[[i, j]], dist[[j, i]]);
             if !a.is_finite() || (a - b).abs() > 1e-9 * (1.0 + a.abs()) {
-                return Err(invalid("dist", format!("entry ({i}, {j}) is not finite and symmetric")));
+                return Err(invalid(
+                    "dist",
+                    format!("entry ({i}, {j}) is not finite and symmetric"),
+                ));
             }
         }
     }
     let mut clusters: Vec<Vec<usize>> = (0..n).map(|i| vec![i]).collect();
     let link = |a: &[usize], b: &[usize]| -> f64 {
-        let s: f64 = a.iter().flat_map(|&i| b.iter().map(move |&j| (i, j))).map(|(i, j)| dist[[i, j]]).sum();
+        let s: f64 = a
+            .iter()
+            .flat_map(|&i| b.iter().map(move |&j| (i, j)))
+            .map(|(i, j)| dist[[i, j]])
+            .sum();
         s / (a.len() * b.len()) as f64
     };
     while clusters.len() > k {
@@ -381,7 +400,11 @@ mod tests {
         // Path 0 – 1 – 2: degrees 1, 2, 1, so every edge weighs 1/3.
         let g = Graph::from_edges(3, &[(0, 1), (1, 2)]).expect("edges");
         let w = g.metropolis_weights();
-        let want = [[2.0 / 3.0, 1.0 / 3.0, 0.0], [1.0 / 3.0, 1.0 / 3.0, 1.0 / 3.0], [0.0, 1.0 / 3.0, 2.0 / 3.0]];
+        let want = [
+            [2.0 / 3.0, 1.0 / 3.0, 0.0],
+            [1.0 / 3.0, 1.0 / 3.0, 1.0 / 3.0],
+            [0.0, 1.0 / 3.0, 2.0 / 3.0],
+        ];
         for i in 0..3 {
             for j in 0..3 {
                 assert!((w[[i, j]] - want[i][j]).abs() < 1e-15);
@@ -403,7 +426,9 @@ mod tests {
                     }
                 }
             }
-            Graph::from_edges(pts.len(), &e).expect("edges").is_connected()
+            Graph::from_edges(pts.len(), &e)
+                .expect("edges")
+                .is_connected()
         };
         assert!(connected(r) && !connected(r - 1e-9));
         let (g, used) = Graph::random_geometric(&pts, 1.0).expect("radius");

@@ -14,7 +14,11 @@ pub fn task_code(features: &Array2<f32>) -> Option<Vec<f64>> {
     }
     let mut sum = vec![0.0f64; features.ncols()];
     for row in features.rows() {
-        let n = row.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>().sqrt();
+        let n = row
+            .iter()
+            .map(|&v| f64::from(v).powi(2))
+            .sum::<f64>()
+            .sqrt();
         if n > 0.0 {
             for (s, &v) in sum.iter_mut().zip(row.iter()) {
                 *s += f64::from(v) / n;
@@ -29,13 +33,22 @@ pub fn task_code(features: &Array2<f32>) -> Option<Vec<f64>> {
 /// lowest index); `None` without codes or for a zero feature.
 #[must_use]
 pub fn route(feature: ArrayView1<'_, f32>, codes: &[Vec<f64>]) -> Option<usize> {
-    let n = feature.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>().sqrt();
-    if !(n > 0.0) {
+    let n = feature
+        .iter()
+        .map(|&v| f64::from(v).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    if n.is_nan() || n <= 0.0 {
         return None;
     }
     let mut best: Option<(usize, f64)> = None;
     for (i, c) in codes.iter().enumerate() {
-        let cos: f64 = c.iter().zip(feature.iter()).map(|(a, &b)| a * f64::from(b)).sum::<f64>() / n;
+        let cos: f64 = c
+            .iter()
+            .zip(feature.iter())
+            .map(|(a, &b)| a * f64::from(b))
+            .sum::<f64>()
+            / n;
         if best.is_none_or(|(_, b)| cos > b) {
             best = Some((i, cos));
         }

@@ -38,14 +38,23 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> SparseError {
 ///
 /// # Errors
 /// [`SparseError::Invalid`] naming `shape` for a zero dimension.
-pub fn gaussian_projection(rows: usize, cols: usize, seed: u64) -> Result<Array2<f32>, SparseError> {
+pub fn gaussian_projection(
+    rows: usize,
+    cols: usize,
+    seed: u64,
+) -> Result<Array2<f32>, SparseError> {
     if rows == 0 || cols == 0 {
-        return Err(invalid("shape", format!("{rows}×{cols} has a zero dimension")));
+        return Err(invalid(
+            "shape",
+            format!("{rows}×{cols} has a zero dimension"),
+        ));
     }
     let normal = Normal::new(0.0f64, (1.0 / cols as f64).sqrt())
         .map_err(|e| invalid("shape", e.to_string()))?;
     let mut rng = StdRng::seed_from_u64(seed);
-    Ok(Array2::from_shape_fn((rows, cols), |_| normal.sample(&mut rng) as f32))
+    Ok(Array2::from_shape_fn((rows, cols), |_| {
+        normal.sample(&mut rng) as f32
+    }))
 }
 
 /// `‖A_i A_jᵀ‖_F / (‖A_i‖_F·‖A_j‖_F)`: 1 for identical rank-1 projections,
@@ -56,7 +65,10 @@ pub fn gaussian_projection(rows: usize, cols: usize, seed: u64) -> Result<Array2
 /// [`SparseError::Invalid`] naming `a` for unequal widths or a zero matrix.
 pub fn cross_coherence(ai: &Array2<f32>, aj: &Array2<f32>) -> Result<f64, SparseError> {
     if ai.ncols() != aj.ncols() {
-        return Err(invalid("a", format!("widths {} and {} differ", ai.ncols(), aj.ncols())));
+        return Err(invalid(
+            "a",
+            format!("widths {} and {} differ", ai.ncols(), aj.ncols()),
+        ));
     }
     let f = |m: &Array2<f32>| m.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>().sqrt();
     let (ni, nj) = (f(ai), f(aj));
@@ -215,11 +227,24 @@ mod tests {
 
     #[test]
     fn index_bits_and_budget_by_hand() {
-        assert_eq!([index_bits(1), index_bits(2), index_bits(3), index_bits(4), index_bits(5), index_bits(1024), index_bits(1025)], [0, 1, 2, 2, 3, 10, 11]);
+        assert_eq!(
+            [
+                index_bits(1),
+                index_bits(2),
+                index_bits(3),
+                index_bits(4),
+                index_bits(5),
+                index_bits(1024),
+                index_bits(1025)
+            ],
+            [0, 1, 2, 2, 3, 10, 11]
+        );
         assert_eq!(budget(512, 0.25).expect("ok"), 128);
         assert_eq!(budget(10, 0.01).expect("ok"), 1);
         assert_eq!(budget(10, 1.0).expect("ok"), 10);
-        assert!(budget(10, 0.0).is_err() && budget(10, 1.5).is_err() && budget(10, f64::NAN).is_err());
+        assert!(
+            budget(10, 0.0).is_err() && budget(10, 1.5).is_err() && budget(10, f64::NAN).is_err()
+        );
     }
 
     #[test]
@@ -242,8 +267,12 @@ mod tests {
         let trials = 400;
         let mut sum = 0.0;
         for t in 0..trials {
-            let ai = gaussian_projection(r, l, 2 * t).expect("shape").mapv(f64::from);
-            let aj = gaussian_projection(r, l, 2 * t + 1).expect("shape").mapv(f64::from);
+            let ai = gaussian_projection(r, l, 2 * t)
+                .expect("shape")
+                .mapv(f64::from);
+            let aj = gaussian_projection(r, l, 2 * t + 1)
+                .expect("shape")
+                .mapv(f64::from);
             sum += ai.dot(&aj.t()).iter().map(|v| v * v).sum::<f64>();
         }
         let mc = sum / trials as f64;
@@ -277,7 +306,12 @@ mod tests {
         let make = |idx: Vec<usize>| {
             let mut p: Vec<u32> = idx.iter().map(|&i| i as u32).collect();
             p.sort_unstable();
-            SparseMatrix { rows: 20, cols: 20, values: vec![1.0; p.len()], positions: p }
+            SparseMatrix {
+                rows: 20,
+                cols: 20,
+                values: vec![1.0; p.len()],
+                positions: p,
+            }
         };
         for _ in 0..trials {
             let a = make(sample(&mut rng, n, ka).into_vec());

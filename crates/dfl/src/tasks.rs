@@ -140,7 +140,10 @@ impl MultiTask {
             let mut idx: Vec<usize> = (0..all.len())
                 .filter(|&i| all.labels()[i] == class)
                 .collect();
-            wflora_data::shuffle_indices(&mut idx, derive(b.seed, Stream::Partition, 100, u64::from(class)));
+            wflora_data::shuffle_indices(
+                &mut idx,
+                derive(b.seed, Stream::Partition, 100, u64::from(class)),
+            );
             for (n, i) in idx.into_iter().enumerate() {
                 per_task[claim[n % claim.len()]].push(i);
             }
@@ -148,7 +151,10 @@ impl MultiTask {
         let mut tasks = Vec::with_capacity(cfg.tasks.len());
         for (t, (spec, mut idx)) in cfg.tasks.iter().zip(per_task).enumerate() {
             idx.sort_unstable();
-            let data = transform(all.subset(&idx)?.keep_classes(&spec.classes)?, spec.transform)?;
+            let data = transform(
+                all.subset(&idx)?.keep_classes(&spec.classes)?,
+                spec.transform,
+            )?;
             let split = data.stratified_split(
                 cfg.test_fraction,
                 derive(b.seed, Stream::Partition, 200, t as u64),
@@ -156,7 +162,10 @@ impl MultiTask {
             let mut train = data.subset(&split.train)?;
             let mut test_idx = split.test;
             if let Some(cap) = cfg.test_limit.filter(|&c| c < test_idx.len()) {
-                wflora_data::shuffle_indices(&mut test_idx, derive(b.seed, Stream::Partition, 300, t as u64));
+                wflora_data::shuffle_indices(
+                    &mut test_idx,
+                    derive(b.seed, Stream::Partition, 300, t as u64),
+                );
                 test_idx.truncate(cap);
                 test_idx.sort_unstable();
             }
@@ -212,7 +221,10 @@ mod tests {
         for _ in 0..4 {
             x = transform(x, Transform::Rotate90).expect("square");
         }
-        assert_eq!(x.images(), (0..9).map(|v| v as f32).collect::<Vec<_>>().as_slice());
+        assert_eq!(
+            x.images(),
+            (0..9).map(|v| v as f32).collect::<Vec<_>>().as_slice()
+        );
         let rect = Dataset::new(vec![0.0; 6], vec![0], 1, 2, 3, 1).expect("valid");
         assert!(transform(rect, Transform::Rotate90).is_err());
     }

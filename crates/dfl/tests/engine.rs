@@ -43,14 +43,23 @@ fn tasks_are_disjoint_relabelled_and_normalised() {
     assert_eq!(d.tasks[1].num_classes, 3);
     for t in &d.tasks {
         assert!(t.test.len() <= 64);
-        assert!(t.train.labels().iter().all(|&l| (l as usize) < t.num_classes));
+        assert!(
+            t.train
+                .labels()
+                .iter()
+                .all(|&l| (l as usize) < t.num_classes)
+        );
     }
 }
 
 #[test]
 fn so_lora_keeps_a_frozen_b_sparse_and_prices_a_once() {
     let mut s = sim(Method::SoLora, Topology::Full);
-    let a0: Vec<Vec<_>> = s.states().iter().map(|d| d.factors.iter().map(|f| f.a.clone()).collect()).collect();
+    let a0: Vec<Vec<_>> = s
+        .states()
+        .iter()
+        .map(|d| d.factors.iter().map(|f| f.a.clone()).collect())
+        .collect();
     let r1 = s.step().expect("round 1");
     let r2 = s.step().expect("round 2");
     let bpv = 32.0;
@@ -68,11 +77,19 @@ fn so_lora_keeps_a_frozen_b_sparse_and_prices_a_once() {
         }
     }
     assert!((r2.bits - want_b).abs() < 1e-6, "{} vs {want_b}", r2.bits);
-    assert!((r1.bits - want_b - want_a).abs() < 1e-6, "{} vs {}", r1.bits, want_b + want_a);
+    assert!(
+        (r1.bits - want_b - want_a).abs() < 1e-6,
+        "{} vs {}",
+        r1.bits,
+        want_b + want_a
+    );
     assert!(r1.comm_time_s > 0.0 && r2.cum_comm_time_s > r1.comm_time_s);
     // Different devices' A are near-orthogonal: about 1/√64.
     let st = s.structure().expect("structure");
-    assert!(st.cross_coherence_mean < 2.0 * st.cross_coherence_gaussian, "{st:?}");
+    assert!(
+        st.cross_coherence_mean < 2.0 * st.cross_coherence_gaussian,
+        "{st:?}"
+    );
     assert!((0.0..=1.0).contains(&st.collision_rate_mean));
 }
 
@@ -93,7 +110,12 @@ fn so_lora_merges_neighbour_components_exactly() {
             let fj = &s.states()[j].factors[layer];
             want.scaled_add(scale * w[[k, j]] as f32, &fj.b.dot(&fj.a));
         }
-        let got = model.linear(&f.name).expect("layer").weight().to_vec2::<f32>().expect("2-d");
+        let got = model
+            .linear(&f.name)
+            .expect("layer")
+            .weight()
+            .to_vec2::<f32>()
+            .expect("2-d");
         for (i, row) in got.iter().enumerate() {
             for (j, v) in row.iter().enumerate() {
                 assert!((v - want[[i, j]]).abs() < 1e-5, "{} ({i},{j})", f.name);
@@ -135,12 +157,15 @@ fn runs_are_reproducible_and_resume_identically() {
     b.step().expect("round 1");
     let ck = serde_json::to_string(&b.checkpoint()).expect("serialise");
     let mut c = sim(Method::SoLora, Topology::Ring);
-    c.restore(serde_json::from_str(&ck).expect("parse")).expect("restore");
+    c.restore(serde_json::from_str(&ck).expect("parse"))
+        .expect("restore");
     c.run(|_| {}).expect("run");
     assert_eq!(a.records(), c.records());
     // A checkpoint of another configuration is refused, naming it.
     let mut d = sim(Method::DLora, Topology::Ring);
-    let err = d.restore(serde_json::from_str(&ck).expect("parse")).expect_err("other config");
+    let err = d
+        .restore(serde_json::from_str(&ck).expect("parse"))
+        .expect_err("other config");
     assert!(err.to_string().contains("checkpoint"));
     // A truncated checkpoint file is a named error.
     let dir = std::env::temp_dir().join(format!("wflora-dfl-resume-{}", std::process::id()));
@@ -154,13 +179,23 @@ fn runs_are_reproducible_and_resume_identically() {
 
 #[test]
 fn cluster_topology_and_inference_report() {
-    let mut s = sim(Method::SoLora, Topology::Cluster { clusters: 2, lambda: 0.0 });
+    let mut s = sim(
+        Method::SoLora,
+        Topology::Cluster {
+            clusters: 2,
+            lambda: 0.0,
+        },
+    );
     // With link quality ignored, the clusters follow the tasks' codes.
     let labels = s.clusters().expect("clusters").to_vec();
     let tasks: Vec<usize> = s.states().iter().map(|d| d.task).collect();
     for i in 0..labels.len() {
         for j in 0..labels.len() {
-            assert_eq!(labels[i] == labels[j], tasks[i] == tasks[j], "{labels:?} vs {tasks:?}");
+            assert_eq!(
+                labels[i] == labels[j],
+                tasks[i] == tasks[j],
+                "{labels:?} vs {tasks:?}"
+            );
         }
     }
     s.run(|_| {}).expect("run");

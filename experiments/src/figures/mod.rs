@@ -13,6 +13,7 @@ pub mod fig5;
 pub mod fig6;
 pub mod fig7;
 pub mod fig8;
+pub mod so;
 mod stats;
 
 use crate::cli::CliError;
@@ -147,6 +148,24 @@ pub const FIGURES: &[Figure] = &[
         shows: "ablations: orthogonality weight ζ (importance-vs-singular-value error, accuracy), SOFT vs SOFT-Δ, error feedback on/off",
         claim: "near-orthogonality makes s_i match singular values and keeps accuracy",
         run: fig8::run,
+    },
+    Figure {
+        id: "so1",
+        shows: "SO-LoRA vs plain decentralized LoRA, FFA-LoRA and local-only: per-task accuracy vs round and vs bits sent",
+        claim: "+5 points over plain decentralized LoRA; up to 73% less communication",
+        run: so::run_so1,
+    },
+    Figure {
+        id: "so2",
+        shows: "topology ablation: SO-LoRA and plain decentralized LoRA on ring, geometric, full and cluster graphs",
+        claim: "the cluster topology serves SO-LoRA best; SO-LoRA above plain LoRA on every topology",
+        run: so::run_so2,
+    },
+    Figure {
+        id: "so3",
+        shows: "inference on every task's inputs: implicit MoE (task codes) vs oracle hard routing vs one averaged adapter",
+        claim: "implicit MoE close to hard routing and above averaging",
+        run: so::run_so3,
     },
 ];
 

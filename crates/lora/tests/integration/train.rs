@@ -347,3 +347,76 @@ fn model_gradients_match_finite_differences() {
         assert!(checked >= 3 * 4);
     }
 }
+
+#[test]
+fn predict_features_frozen_a_and_merged_deltas() {
+    use std::sync::Arc;
+    use wflora_lora::{
+        Backbone, Batch, FineTuneMode, LocalTrainer, LoraConfig, TrainOptions, VitConfig, VitModel,
+        evaluate, features, predict,
+    };
+    let cfg = VitConfig::tiny();
+    let backbone = Arc::new(Backbone::random(&cfg, 3).unwrap());
+    let mut model = VitModel::new(
+        backbone.clone(),
+        FineTuneMode::Lora(LoraConfig::with_rank(2)),
+        4,
+        5,
+    )
+    .unwrap();
+    let n = 6;
+    let images: Vec<f32> = (0..n * 28 * 28)
+        .map(|i| ((i * 37) % 101) as f32 / 101.0)
+        .collect();
+    let labels: Vec<u32> = (0..n as u32).map(|i| i % 4).collect();
+    let batch = Batch::new(&images, &labels, [n, 1, 28, 28]).unwrap();
+    // Predictions reproduce evaluate's accuracy (batches of 4, so two calls).
+    let pred = predict(&model, &batch, 4).unwrap();
+    let acc = pred.iter().zip(&labels).filter(|(p, l)| p == l).count() as f64 / n as f64;
+    assert!((evaluate(&model, &batch, 4).unwrap().accuracy - acc).abs() < 1e-12);
+    // Features are the class token of `tokens`.
+    let f = features(&model, &batch, 4).unwrap();
+    let x = candle_core::Tensor::from_slice(&images, (n, 1, 28, 28), &candle_core::Device::Cpu)
+        .unwrap();
+    let t = model.tokens(&x).unwrap().to_vec3::<f32>().unwrap();
+    for i in 0..n {
+        for j in 0..cfg.width {
+            assert!((f[[i, j]] - t[i][0][j]).abs() < 1e-5);
+        }
+    }
+    // With A frozen, training moves B and the head but never A.
+    model.set_train_a(false);
+    assert!(!model.trains_a());
+    let a0: Vec<_> = model.factors().unwrap().into_iter().map(|f| f.a).collect();
+    let mut trainer = LocalTrainer::new(TrainOptions::default()).unwrap();
+    let u = trainer.train(&mut model, &[batch, batch]).unwrap();
+    for (f, a) in u.factors.iter().zip(&a0) {
+        assert_eq!(&f.a, a);
+        assert!(f.b.iter().any(|v| *v != 0.0));
+    }
+    // with_added: W0 + Δ on the named layer, errors name the layer.
+    let delta = ndarray::Array2::from_elem((cfg.width, cfg.width), 0.5f32);
+    let merged = backbone
+        .with_added(&[("blocks.1.attn.v".into(), delta.clone())])
+        .unwrap();
+    let w0 = backbone
+        .get("blocks.1.attn.v.weight")
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    let w1 = merged
+        .get("blocks.1.attn.v.weight")
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    assert!((w1[3][5] - w0[3][5] - 0.5).abs() < 1e-6);
+    let err = backbone
+        .with_added(&[("blocks.9.attn.v".into(), delta)])
+        .unwrap_err();
+    assert!(err.to_string().contains("blocks.9.attn.v"), "{err}");
+    let wrong = ndarray::Array2::zeros((2, 2));
+    let err = backbone
+        .with_added(&[("blocks.0.attn.q".into(), wrong)])
+        .unwrap_err();
+    assert!(err.to_string().contains("blocks.0.attn.q"), "{err}");
+}
