@@ -21,7 +21,9 @@ use crate::config::{DflConfig, Method, Topology};
 use crate::error::DflError;
 use crate::graph::{Graph, average_linkage, cluster_distance};
 use crate::route::{route, task_code};
-use crate::sparse::{budget, collision_rate, cross_coherence, gaussian_projection, top_k};
+use crate::sparse::{
+    SparseMatrix, budget, collision_rate, cross_coherence, gaussian_projection, top_k,
+};
 use crate::tasks::MultiTask;
 
 /// Images per device used for its task code.
@@ -683,9 +685,10 @@ impl Simulation {
                 density_sum += nz as f64 / f.b.len() as f64;
                 dcount += 1;
                 for &j in self.graph.neighbours(i).iter().filter(|&&j| j > i) {
-                    let sparse = |m: &Array2<f32>| top_k(m, m.len());
-                    let c =
-                        collision_rate(&sparse(&f.b)?, &sparse(&self.states[j].factors[layer].b)?)?;
+                    let c = collision_rate(
+                        &SparseMatrix::from_dense(&f.b),
+                        &SparseMatrix::from_dense(&self.states[j].factors[layer].b),
+                    )?;
                     csum += c;
                     ccount += 1;
                 }

@@ -129,6 +129,27 @@ impl SparseMatrix {
     }
 }
 
+impl SparseMatrix {
+    /// The non-zero entries of a dense matrix, positions ascending (no
+    /// ranking: what a support comparison needs).
+    #[must_use]
+    pub fn from_dense(m: &Array2<f32>) -> Self {
+        let (rows, cols) = m.dim();
+        let (positions, values) = m
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| **v != 0.0)
+            .map(|(p, &v)| (p as u32, v))
+            .unzip();
+        Self {
+            rows,
+            cols,
+            positions,
+            values,
+        }
+    }
+}
+
 /// Bits of a position among `len` entries, `⌈log2(len)⌉` (0 for `len ≤ 1`).
 #[must_use]
 pub fn index_bits(len: usize) -> u32 {
