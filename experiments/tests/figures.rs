@@ -117,8 +117,8 @@ fn so3_quick_writes_everything_resumes_and_refuses_other_profiles() {
         serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
     assert_eq!(again["claims"], summary["claims"]);
     std::fs::remove_dir_all(&dir).unwrap();
-    let err = (fig.run)(&opts(Profile::Real, false))
+    let err = (fig.run)(&opts(Profile::Paper, false))
         .unwrap_err()
         .to_string();
-    assert!(err.contains("profile 'real'"), "{err}");
+    assert!(err.contains("profile 'paper'"), "{err}");
 }

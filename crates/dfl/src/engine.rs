@@ -10,10 +10,10 @@ use std::sync::Arc;
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 use wflora_channel::{Network, broadcast_airtime_s, site_xy};
-use wflora_data::{BatchSampler, Dataset};
+use wflora_data::BatchSampler;
 use wflora_fed::seed::{Stream, derive};
 use wflora_lora::{
-    AdapterFactors, Batch, FineTuneMode, HeadParams, LocalTrainer, LoraConfig, LoraTarget,
+    AdapterFactors, FineTuneMode, HeadParams, LocalTrainer, LoraConfig, LoraTarget,
     RegulariserKind, TrainOptions, VitModel,
 };
 
@@ -24,7 +24,7 @@ use crate::route::{route, task_code};
 use crate::sparse::{
     SparseMatrix, budget, collision_rate, cross_coherence, gaussian_projection, top_k,
 };
-use crate::tasks::MultiTask;
+use crate::tasks::{MultiTask, Samples};
 
 /// Images per device used for its task code.
 const CODE_IMAGES: usize = 256;
@@ -166,14 +166,6 @@ fn lora_mode(cfg: &DflConfig) -> FineTuneMode {
     })
 }
 
-fn batch_of(d: &Dataset) -> Result<Batch<'_>, DflError> {
-    Ok(Batch::new(
-        d.images(),
-        d.labels(),
-        [d.len(), d.channels(), d.height(), d.width()],
-    )?)
-}
-
 /// Runs `f(k)` for `k in 0..n` on `workers` threads (contiguous ranges),
 /// results in order.
 fn parallel<T: Send>(
@@ -264,13 +256,9 @@ impl Simulation {
         let codes = parallel(n, cfg.workers, 0, |k| {
             let train = &data.tasks[device_task[k]].train;
             let take: Vec<usize> = pools[k].iter().copied().take(CODE_IMAGES).collect();
-            let b = train.gather(&take)?;
+            let b = train.subset(&take)?;
             let frozen = VitModel::new(data.backbone.clone(), FineTuneMode::HeadOnly, 1, 0)?;
-            let f = wflora_lora::features(
-                &frozen,
-                &Batch::new(&b.images, &b.labels, b.shape())?,
-                EVAL_BATCH,
-            )?;
+            let f = wflora_lora::features(&frozen, &b.batch()?, EVAL_BATCH)?;
             task_code(&f).ok_or_else(|| {
                 DflError::config("tasks", format!("device {k}'s features are all zero"))
             })
@@ -474,11 +462,11 @@ impl Simulation {
             derive(self.cfg.seed, Stream::Batches, k as u64, t as u64),
         )?;
         let gathered = (0..self.cfg.local_steps)
-            .map(|_| train.gather(sampler.next_batch()))
+            .map(|_| train.subset(sampler.next_batch()))
             .collect::<Result<Vec<_>, _>>()?;
         let batches = gathered
             .iter()
-            .map(|b| Batch::new(&b.images, &b.labels, b.shape()))
+            .map(Samples::batch)
             .collect::<Result<Vec<_>, _>>()?;
         let mut trainer = LocalTrainer::new(TrainOptions {
             optimizer: self.cfg.optimizer,
@@ -638,7 +626,7 @@ impl Simulation {
         parallel(self.states.len(), self.cfg.workers, self.round, |k| {
             let test = &self.data.tasks[self.states[k].task].test;
             let model = self.device_model(k)?;
-            Ok(wflora_lora::evaluate(&model, &batch_of(test)?, EVAL_BATCH)?.accuracy)
+            Ok(wflora_lora::evaluate(&model, &test.batch()?, EVAL_BATCH)?.accuracy)
         })
     }
 
@@ -718,13 +706,13 @@ impl Simulation {
     pub fn inference(&self) -> Result<InferenceReport, DflError> {
         let n = self.states.len();
         let t_count = self.data.tasks.len();
-        let tests: Vec<&Dataset> = self.data.tasks.iter().map(|t| &t.test).collect();
+        let tests: Vec<&Samples> = self.data.tasks.iter().map(|t| &t.test).collect();
         // Route every test input by the frozen features.
         let frozen = VitModel::new(self.data.backbone.clone(), FineTuneMode::HeadOnly, 1, 0)?;
         let mut routed: Vec<Vec<usize>> = Vec::with_capacity(t_count);
         let mut hard_dev: Vec<Vec<usize>> = Vec::with_capacity(t_count);
         for (t, test) in tests.iter().enumerate() {
-            let f = wflora_lora::features(&frozen, &batch_of(test)?, EVAL_BATCH)?;
+            let f = wflora_lora::features(&frozen, &test.batch()?, EVAL_BATCH)?;
             let own: Vec<usize> = (0..n).filter(|&k| self.states[k].task == t).collect();
             let own_codes: Vec<Vec<f64>> = own.iter().map(|&k| self.codes[k].clone()).collect();
             let mut r = Vec::with_capacity(test.len());
@@ -741,7 +729,7 @@ impl Simulation {
             let model = self.device_model(k)?;
             tests
                 .iter()
-                .map(|d| Ok(wflora_lora::predict(&model, &batch_of(d)?, EVAL_BATCH)?))
+                .map(|d| Ok(wflora_lora::predict(&model, &d.batch()?, EVAL_BATCH)?))
                 .collect::<Result<Vec<Vec<u32>>, DflError>>()
         })?;
         // One adapter: the mean of every device's effective update.
@@ -777,7 +765,7 @@ impl Simulation {
             )?;
             model.set_head(&st.head)?;
             let d = tests[st.task];
-            Ok(wflora_lora::predict(&model, &batch_of(d)?, EVAL_BATCH)?)
+            Ok(wflora_lora::predict(&model, &d.batch()?, EVAL_BATCH)?)
         })?;
         let mut per_task = Vec::with_capacity(t_count);
         let mut routed_right = 0usize;

@@ -44,9 +44,11 @@ pub mod route;
 pub mod sparse;
 pub mod tasks;
 
-pub use config::{DflConfig, Method, TaskSpec, Topology, Transform};
+pub use config::{
+    DflConfig, Method, TaskSpec, TextCorpusKind, TextSetup, TextTask, Topology, Transform,
+};
 pub use engine::{
     DeviceState, DflCheckpoint, DflRecord, InferenceReport, Simulation, StoredMatrix, Structure,
 };
 pub use error::DflError;
-pub use tasks::{MultiTask, TaskData};
+pub use tasks::{MultiTask, Samples, TaskData};

@@ -1,16 +1,80 @@
 //! The multi-task data of a decentralized run: one frozen backbone shared
-//! by every device, and per task a relabelled, transformed, normalised
-//! train pool and test set cut from one dataset.
+//! by every device, and per task a train pool and a test set: relabelled,
+//! transformed, normalised images cut from one dataset (vision), or
+//! fixed-length token windows of a text corpus split by document (text).
 
 use std::sync::Arc;
 
-use wflora_data::{ChannelStats, Dataset};
+use wflora_data::{
+    ChannelStats, Dataset, TextCorpus, TokenDataset, WindowOptions, WordPieceTokenizer,
+};
+use wflora_fed::Task;
 use wflora_fed::seed::{Stream, derive};
-use wflora_fed::{DatasetSource, Task};
-use wflora_lora::{Backbone, VitConfig};
+use wflora_lora::{Backbone, Batch, VitConfig};
 
-use crate::config::{DflConfig, Transform};
+use crate::config::{DflConfig, TextCorpusKind, TextSetup, Transform};
 use crate::error::DflError;
+
+/// A task's samples: images (vision tasks) or token windows (text tasks).
+#[derive(Debug, Clone)]
+pub enum Samples {
+    /// Normalised images.
+    Images(Dataset),
+    /// `[CLS] … [SEP]` windows of word-piece ids.
+    Tokens(TokenDataset),
+}
+
+impl Samples {
+    /// Number of samples.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Images(d) => d.len(),
+            Self::Tokens(d) => d.len(),
+        }
+    }
+
+    /// Whether there are none.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The labels.
+    #[must_use]
+    pub fn labels(&self) -> &[u32] {
+        match self {
+            Self::Images(d) => d.labels(),
+            Self::Tokens(d) => d.labels(),
+        }
+    }
+
+    /// The samples at `indices` (in that order).
+    ///
+    /// # Errors
+    /// An index out of range.
+    pub fn subset(&self, indices: &[usize]) -> Result<Self, DflError> {
+        Ok(match self {
+            Self::Images(d) => Self::Images(d.subset(indices)?),
+            Self::Tokens(d) => Self::Tokens(d.subset(indices)?),
+        })
+    }
+
+    /// All samples as one model batch (borrowed).
+    ///
+    /// # Errors
+    /// Shape errors (none for sets built here).
+    pub fn batch(&self) -> Result<Batch<'_>, DflError> {
+        Ok(match self {
+            Self::Images(d) => Batch::new(
+                d.images(),
+                d.labels(),
+                [d.len(), d.channels(), d.height(), d.width()],
+            )?,
+            Self::Tokens(d) => Batch::tokens(d.ids(), d.labels(), d.seq_len())?,
+        })
+    }
+}
 
 /// One task's data.
 #[derive(Debug, Clone)]
@@ -19,10 +83,10 @@ pub struct TaskData {
     pub name: String,
     /// Number of classes.
     pub num_classes: usize,
-    /// Training pool (normalised).
-    pub train: Dataset,
-    /// Test set (normalised).
-    pub test: Dataset,
+    /// Training pool.
+    pub train: Samples,
+    /// Test set.
+    pub test: Samples,
 }
 
 /// Everything a decentralized run trains on.
@@ -91,6 +155,9 @@ impl MultiTask {
     /// file (`backbone.weights`) is not supported here yet.
     pub fn build(cfg: &DflConfig) -> Result<Self, DflError> {
         cfg.validate()?;
+        if let Some(text) = &cfg.text {
+            return Self::build_text(cfg, text);
+        }
         let b = &cfg.backbone;
         if b.weights.is_some() {
             return Err(DflError::config(
@@ -99,20 +166,7 @@ impl MultiTask {
                  a weights file is not supported here yet",
             ));
         }
-        let all = match &b.dataset {
-            DatasetSource::EmbeddedFashionMnist => wflora_data::fashion_mnist_test()?,
-            DatasetSource::Idx {
-                images,
-                labels,
-                num_classes,
-            } => wflora_data::load_idx(images, labels, *num_classes)?,
-            _ => {
-                return Err(DflError::config(
-                    "backbone.dataset",
-                    "one pool to cut by class is needed (embedded or idx)",
-                ));
-            }
-        };
+        let all = wflora_fed::task::load_pool(&b.dataset, "backbone.dataset")?;
         let all = if all.height() == b.image_size && all.width() == b.image_size {
             all
         } else {
@@ -181,8 +235,8 @@ impl MultiTask {
             tasks.push(TaskData {
                 name: spec.name.clone(),
                 num_classes: spec.classes.len(),
-                train,
-                test,
+                train: Samples::Images(train),
+                test: Samples::Images(test),
             });
         }
         Ok(Self {
@@ -190,6 +244,85 @@ impl MultiTask {
             backbone: task.backbone.clone(),
             tasks,
             backbone_from_cache: task.backbone_from_cache,
+        })
+    }
+
+    /// Text tasks: the BERT of `text.model_dir` (its `tokenizer.json` too);
+    /// each task's corpus read with its classes, cut into windows, split by
+    /// document (`test_fraction`, so no test window shares a document with a
+    /// training window) and class-balanced to `train_per_class` /
+    /// `test_per_class`. Depends on `cfg.backbone.seed` only, like the
+    /// vision tasks.
+    fn build_text(cfg: &DflConfig, text: &TextSetup) -> Result<Self, DflError> {
+        let backbone = wflora_lora::load_hf_bert(&text.model_dir, text.seq_len)?;
+        let vit = backbone.config().clone();
+        let tokenizer = WordPieceTokenizer::from_file(&text.model_dir.join("tokenizer.json"))?;
+        let vocab = vit.text.map_or(0, |s| s.vocab_size);
+        if tokenizer.vocab_size() > vocab {
+            return Err(DflError::config(
+                "text.model_dir",
+                format!(
+                    "the tokenizer's {} entries exceed the model's vocabulary of {vocab}",
+                    tokenizer.vocab_size()
+                ),
+            ));
+        }
+        let options = WindowOptions {
+            seq_len: text.seq_len,
+            max_windows_per_doc: text.max_windows_per_doc,
+            max_chars: text.max_chars,
+        };
+        let seed = cfg.backbone.seed;
+        let mut tasks = Vec::with_capacity(cfg.tasks.len());
+        for (t, spec) in cfg.tasks.iter().enumerate() {
+            let field = format!("tasks[{t}].text");
+            let src = spec
+                .text
+                .as_ref()
+                .ok_or_else(|| DflError::config(&field, "missing (validated above)"))?;
+            let classes: Vec<&str> = src.classes.iter().map(String::as_str).collect();
+            let corpus: TextCorpus = match src.corpus {
+                TextCorpusKind::SpamAssassin => {
+                    let c = wflora_data::read_spam_assassin(&src.dir)?;
+                    if c.class_names != src.classes {
+                        return Err(DflError::config(
+                            &format!("{field}.classes"),
+                            format!("the spam corpus has classes {:?}", c.class_names),
+                        ));
+                    }
+                    c
+                }
+                TextCorpusKind::Brown => wflora_data::read_brown(&src.dir, &classes)?,
+                TextCorpusKind::Sotu => wflora_data::read_sotu(&src.dir, &classes)?,
+            };
+            let (windows, _) = wflora_data::windows(&corpus, &tokenizer, &options)?;
+            let (train, test) = wflora_data::split_by_document(
+                &windows,
+                cfg.test_fraction,
+                derive(seed, Stream::Partition, 200, t as u64),
+            )?;
+            let train = wflora_data::balance(
+                &train,
+                text.train_per_class,
+                derive(seed, Stream::Partition, 300, t as u64),
+            )?;
+            let test = wflora_data::balance(
+                &test,
+                text.test_per_class,
+                derive(seed, Stream::Partition, 400, t as u64),
+            )?;
+            tasks.push(TaskData {
+                name: spec.name.clone(),
+                num_classes: src.classes.len(),
+                train: Samples::Tokens(train),
+                test: Samples::Tokens(test),
+            });
+        }
+        Ok(Self {
+            vit,
+            backbone: Arc::new(backbone),
+            tasks,
+            backbone_from_cache: false,
         })
     }
 }

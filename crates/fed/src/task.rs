@@ -282,6 +282,31 @@ pub struct Task {
     pub pretrain_loss: f64,
 }
 
+/// The one pool of images that pre-training and the class cuts work on:
+/// the embedded Fashion-MNIST or an IDX pair (`field` names the source in
+/// errors).
+///
+/// # Errors
+/// [`FedError::Config`] naming `field` for a source with its own test split
+/// (IDX split, CIFAR); data errors naming the file.
+pub fn load_pool(source: &DatasetSource, field: &str) -> Result<Dataset, FedError> {
+    Ok(match source {
+        DatasetSource::EmbeddedFashionMnist => wflora_data::fashion_mnist_test()?,
+        DatasetSource::Idx {
+            images,
+            labels,
+            num_classes,
+        } => wflora_data::load_idx(images, labels, *num_classes)?,
+        DatasetSource::IdxSplit { .. } | DatasetSource::Cifar { .. } => {
+            return Err(FedError::config(
+                field,
+                "one pool to cut by class is needed (embedded or idx); a dataset with its own \
+                 test split is only supported with task.weights (a pre-trained backbone)",
+            ));
+        }
+    })
+}
+
 impl Task {
     /// Loads the data, pre-trains (or loads from cache) the backbone, and
     /// prepares train and test sets (`cfg.seed` fixes the split and the
@@ -295,21 +320,7 @@ impl Task {
             return Self::build_pretrained(cfg);
         }
         let seed = cfg.seed;
-        let all = match &cfg.dataset {
-            DatasetSource::EmbeddedFashionMnist => wflora_data::fashion_mnist_test()?,
-            DatasetSource::Idx {
-                images,
-                labels,
-                num_classes,
-            } => wflora_data::load_idx(images, labels, *num_classes)?,
-            DatasetSource::IdxSplit { .. } | DatasetSource::Cifar { .. } => {
-                return Err(FedError::config(
-                    "task.dataset",
-                    "a dataset with its own test split is only supported with task.weights \
-                     (a pre-trained backbone); pre-training needs one pool to cut by class",
-                ));
-            }
-        };
+        let all = load_pool(&cfg.dataset, "task.dataset")?;
         let prep = |d: Dataset| -> Result<Dataset, FedError> { resize_to(d, cfg.image_size) };
         let mut source = prep(all.keep_classes(&cfg.source_classes)?)?;
         let target = prep(all.keep_classes(&cfg.target_classes)?)?;

@@ -39,12 +39,21 @@ pub struct Backbone {
 pub fn expected_shapes(config: &VitConfig) -> Vec<(String, Vec<usize>)> {
     let d = config.width;
     let m = config.mlp_dim;
-    let mut v = vec![
-        ("patch_embed.weight".to_owned(), vec![d, config.patch_dim()]),
-        ("patch_embed.bias".to_owned(), vec![d]),
-        ("cls_token".to_owned(), vec![d]),
-        ("pos_embed".to_owned(), vec![config.num_tokens(), d]),
-    ];
+    let mut v = match &config.text {
+        Some(stem) => vec![
+            ("embed.word".to_owned(), vec![stem.vocab_size, d]),
+            ("embed.pos".to_owned(), vec![stem.max_positions, d]),
+            ("embed.type".to_owned(), vec![stem.type_vocab_size, d]),
+            ("embed.norm.weight".to_owned(), vec![d]),
+            ("embed.norm.bias".to_owned(), vec![d]),
+        ],
+        None => vec![
+            ("patch_embed.weight".to_owned(), vec![d, config.patch_dim()]),
+            ("patch_embed.bias".to_owned(), vec![d]),
+            ("cls_token".to_owned(), vec![d]),
+            ("pos_embed".to_owned(), vec![config.num_tokens(), d]),
+        ],
+    };
     for i in 0..config.depth {
         let p = format!("blocks.{i}");
         v.push((format!("{p}.norm1.weight"), vec![d]));
@@ -64,8 +73,10 @@ pub fn expected_shapes(config: &VitConfig) -> Vec<(String, Vec<usize>)> {
             v.push((format!("{p}.ls2"), vec![d]));
         }
     }
-    v.push(("norm.weight".to_owned(), vec![d]));
-    v.push(("norm.bias".to_owned(), vec![d]));
+    if !config.is_text() {
+        v.push(("norm.weight".to_owned(), vec![d]));
+        v.push(("norm.bias".to_owned(), vec![d]));
+    }
     v
 }
 
@@ -674,6 +685,7 @@ mod tests {
             mlp_dim: 16,
             layer_scale: Some(0.5),
             ln_eps: 1e-6,
+            text: None,
         };
         let bb = Backbone::random(&cfg, 3).unwrap();
         let bytes = bb.to_safetensors_bytes(&HashMap::new()).unwrap();

@@ -1,11 +1,22 @@
-//! Model configuration: ViT shapes, presets, LoRA settings, FLOP and parameter counts.
+//! Model configuration: encoder shapes (ViT, or BERT with a [`TextStem`]),
+//! presets, LoRA settings, FLOP and parameter counts.
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{LoraError, Result};
 
-/// Shapes of the vision transformer backbone (no head: the classifier is the
+/// Shapes of the transformer encoder backbone (no head: the classifier is the
 /// client's, sized at model construction).
+///
+/// By default the encoder is a vision transformer (patch embedding, class
+/// token, pre-norm blocks, final LayerNorm, head on the class token). With
+/// [`VitConfig::text`] set it is a BERT text encoder instead: token,
+/// position and segment embeddings with a LayerNorm, post-norm blocks
+/// (`x = LN(x + attn(x))`, `x = LN(x + mlp(x))`), no final LayerNorm, and the
+/// head on the mean of the tokens (sentence-transformers' mean pooling). The
+/// block weights, their names (`blocks.N.attn.q`, …) and the LoRA targets are
+/// the same in both, so everything that exchanges adapters works unchanged;
+/// the image fields are then unused and must be 1.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VitConfig {
     /// Side of the square input image in pixels.
@@ -26,12 +37,62 @@ pub struct VitConfig {
     /// LayerScale (DINOv2): `Some(init)` multiplies each residual branch by a
     /// learned per-channel vector initialised to `init`; `None` disables it.
     pub layer_scale: Option<f64>,
-    /// LayerNorm epsilon (1e-12 for ViT-Base, 1e-6 for DINOv2).
+    /// LayerNorm epsilon (1e-12 for ViT-Base and BERT, 1e-6 for DINOv2).
     pub ln_eps: f64,
+    /// `Some` for a BERT text encoder (see the type's documentation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<TextStem>,
+}
+
+/// The input side of a BERT text encoder: inputs are token ids, every
+/// sequence `seq_len` long (no padding: the attention has no mask), segment
+/// (token type) 0 throughout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TextStem {
+    /// Vocabulary size (rows of the word embedding).
+    pub vocab_size: usize,
+    /// Rows of the learned position embedding (the longest sequence).
+    pub max_positions: usize,
+    /// Rows of the segment embedding (2 for BERT).
+    pub type_vocab_size: usize,
+    /// Tokens per input sequence (used for FLOP counts and input checks).
+    pub seq_len: usize,
 }
 
 /// Names of the built-in presets, for [`VitConfig::preset`].
-pub const PRESET_NAMES: [&str; 3] = ["tiny", "vit-s14", "vit-b16"];
+pub const PRESET_NAMES: [&str; 4] = ["tiny", "vit-s14", "vit-b16", "minilm-l6"];
+
+impl TextStem {
+    /// Checks every field: all positive, `seq_len ≤ max_positions`.
+    ///
+    /// # Errors
+    /// [`LoraError::InvalidConfig`] naming the first offending field.
+    pub fn validate(&self) -> Result<()> {
+        for (field, v) in [
+            ("text.vocab_size", self.vocab_size),
+            ("text.max_positions", self.max_positions),
+            ("text.type_vocab_size", self.type_vocab_size),
+            ("text.seq_len", self.seq_len),
+        ] {
+            if v == 0 {
+                return Err(LoraError::InvalidConfig {
+                    field,
+                    reason: "must be at least 1".into(),
+                });
+            }
+        }
+        if self.seq_len > self.max_positions {
+            return Err(LoraError::InvalidConfig {
+                field: "text.seq_len",
+                reason: format!(
+                    "{} tokens exceed the {} learned positions",
+                    self.seq_len, self.max_positions
+                ),
+            });
+        }
+        Ok(())
+    }
+}
 
 impl VitConfig {
     /// The embedded default backbone: 28×28 grey input, patch 7 (16 patches +
@@ -53,6 +114,7 @@ impl VitConfig {
             mlp_dim: 128,
             layer_scale: None,
             ln_eps: 1e-6,
+            text: None,
         }
     }
 
@@ -70,6 +132,7 @@ impl VitConfig {
             mlp_dim: 1536,
             layer_scale: Some(1.0),
             ln_eps: 1e-6,
+            text: None,
         }
     }
 
@@ -87,10 +150,55 @@ impl VitConfig {
             mlp_dim: 3072,
             layer_scale: None,
             ln_eps: 1e-12,
+            text: None,
         }
     }
 
-    /// A preset by name (`tiny`, `vit-s14`, `vit-b16`).
+    /// all-MiniLM-L6-v2 shapes (a 6-layer BERT): width 384, 12 heads, MLP
+    /// 1536, vocabulary 30,522, 512 positions, 2 segments, LayerNorm eps
+    /// 1e-12, sequences of `seq_len` tokens.
+    #[must_use]
+    pub fn minilm_l6(seq_len: usize) -> Self {
+        Self::bert(
+            TextStem {
+                vocab_size: 30_522,
+                max_positions: 512,
+                type_vocab_size: 2,
+                seq_len,
+            },
+            384,
+            6,
+            12,
+            1536,
+        )
+    }
+
+    /// A BERT text encoder of the given shapes (LayerNorm eps 1e-12; the
+    /// image fields set to 1).
+    #[must_use]
+    pub fn bert(stem: TextStem, width: usize, depth: usize, heads: usize, mlp_dim: usize) -> Self {
+        Self {
+            image_size: 1,
+            in_channels: 1,
+            patch_size: 1,
+            width,
+            depth,
+            heads,
+            mlp_dim,
+            layer_scale: None,
+            ln_eps: 1e-12,
+            text: Some(stem),
+        }
+    }
+
+    /// Whether this is a BERT text encoder.
+    #[must_use]
+    pub fn is_text(&self) -> bool {
+        self.text.is_some()
+    }
+
+    /// A preset by name (`tiny`, `vit-s14`, `vit-b16`, `minilm-l6` at 128
+    /// tokens).
     ///
     /// # Errors
     /// [`LoraError::InvalidConfig`] for an unknown name.
@@ -99,6 +207,7 @@ impl VitConfig {
             "tiny" => Ok(Self::tiny()),
             "vit-s14" => Ok(Self::vit_s14()),
             "vit-b16" => Ok(Self::vit_b16()),
+            "minilm-l6" => Ok(Self::minilm_l6(128)),
             other => Err(LoraError::InvalidConfig {
                 field: "preset",
                 reason: format!("unknown preset `{other}`, expected one of {PRESET_NAMES:?}"),
@@ -165,6 +274,21 @@ impl VitConfig {
                 reason: format!("{} must be finite and > 0", self.ln_eps),
             });
         }
+        if let Some(stem) = &self.text {
+            stem.validate()?;
+            let image = [self.image_size, self.in_channels, self.patch_size];
+            if image != [1, 1, 1] || self.layer_scale.is_some() {
+                return Err(LoraError::InvalidConfig {
+                    field: "text",
+                    reason: format!(
+                        "a text encoder has no image fields or LayerScale: got image_size, \
+                         in_channels, patch_size = {image:?}, layer_scale {:?} (expected 1, 1, 1, \
+                         none)",
+                        self.layer_scale
+                    ),
+                });
+            }
+        }
         Ok(())
     }
 
@@ -180,10 +304,14 @@ impl VitConfig {
         self.grid() * self.grid()
     }
 
-    /// Tokens per image, `T = N + 1` (patches and the class token).
+    /// Tokens per input: `T = N + 1` (patches and the class token) for a
+    /// ViT, `seq_len` for a text encoder.
     #[must_use]
     pub fn num_tokens(&self) -> usize {
-        self.num_patches() + 1
+        match &self.text {
+            Some(stem) => stem.seq_len,
+            None => self.num_patches() + 1,
+        }
     }
 
     /// Length of one flattened patch, `C·p²`.
@@ -215,10 +343,16 @@ impl VitConfig {
     pub fn backbone_params(&self) -> usize {
         let d = self.width;
         let m = self.mlp_dim;
-        let embed = d * self.patch_dim() + d + d + self.num_tokens() * d;
+        let (embed, final_norm) = match &self.text {
+            Some(s) => (
+                (s.vocab_size + s.max_positions + s.type_vocab_size) * d + 2 * d,
+                0,
+            ),
+            None => (d * self.patch_dim() + d + d + self.num_tokens() * d, 2 * d),
+        };
         let ls = if self.layer_scale.is_some() { 2 * d } else { 0 };
         let block = 2 * d + 4 * (d * d + d) + 2 * d + (m * d + m) + (d * m + d) + ls;
-        embed + self.depth * block + 2 * d
+        embed + self.depth * block + final_norm
     }
 
     /// Trainable parameters of a client model in `mode` with a
@@ -256,6 +390,9 @@ impl VitConfig {
     ///   and weighted sum `2·2·T²·D`, LoRA `2·T·r·(in + out)` per target,
     /// * head `2·D·K` (class token only).
     ///
+    /// A text encoder has no patch embedding (its embeddings are look-ups,
+    /// counted as 0).
+    ///
     /// The backward pass costs, relative to each product's forward cost: 2×
     /// for trainable weights (gradient of the input and of the weight), 1× for
     /// frozen weights that gradients flow through (input gradient only), 2×
@@ -272,7 +409,7 @@ impl VitConfig {
         let p = self.patch_dim() as f64;
         let k = num_classes as f64;
         let depth = self.depth as f64;
-        let patch = 2.0 * n * p * d;
+        let patch = if self.is_text() { 0.0 } else { 2.0 * n * p * d };
         let linears = 4.0 * 2.0 * t * d * d + 2.0 * 2.0 * t * d * m;
         let attention = 2.0 * 2.0 * t * t * d;
         let head = 2.0 * d * k;

@@ -1,4 +1,5 @@
-//! LoRA vision transformers on candle for the wflora simulations.
+//! LoRA transformers (vision, and BERT for text) on candle for the wflora
+//! simulations.
 //!
 //! This crate is the only part of the workspace that touches tensors and
 //! autograd. It provides a small, self-contained ViT (patch embedding, class
@@ -6,7 +7,12 @@
 //! self-attention and a GELU MLP, optional LayerScale, final LayerNorm, a
 //! linear head on the class token) whose q/k/v/o and MLP weights can carry
 //! LoRA adapters `W0 + (α/r)·B·A` ([`LoraLinear`], applied unmerged; `W0` is
-//! never scaled). Around it: the orthogonality regulariser of METHOD §1
+//! never scaled). The same model reads text when its configuration has a
+//! [`TextStem`]: token, position and segment embeddings, post-norm blocks
+//! and a head on the mean token — BERT, loaded from Hugging Face checkpoints
+//! such as all-MiniLM-L6-v2 by [`load_hf_bert`] and checked against a
+//! NumPy implementation (`tests/reference/bert_reference.py`); its inputs
+//! are `u32` token ids ([`Batch::tokens`]). Around it: the orthogonality regulariser of METHOD §1
 //! ([`orthogonality_penalty`], plain and scale-invariant), a client's local
 //! trainer ([`LocalTrainer`]: `E` steps of AdamW or SGD on caller-supplied
 //! mini-batches, cross-entropy + `ζ`·regulariser) and evaluation
@@ -19,7 +25,7 @@
 //! The exchange with the rest of the workspace is plain data: LoRA factors
 //! and the head go in and out as `ndarray` matrices under stable names such as
 //! `blocks.3.attn.q` ([`VitModel::factors`], [`VitModel::set_factors`]), and
-//! images come in as `&[f32]` NCHW slices ([`Batch`]). One frozen
+//! images come in as `&[f32]` NCHW slices, token ids as `&[u32]` ([`Batch`]). One frozen
 //! [`Backbone`] behind an `Arc` serves any number of client models without
 //! copying its weights.
 //!
@@ -84,6 +90,7 @@
 //! # }
 //! ```
 mod backbone;
+mod bert;
 mod config;
 mod convert;
 mod error;
@@ -102,7 +109,8 @@ mod train;
 pub use backbone::{
     Backbone, META_CONFIG, expected_shapes, interpolate_pos_embed, interpolate_pos_embed_bicubic,
 };
-pub use config::{FineTuneMode, LoraConfig, LoraTarget, PRESET_NAMES, VitConfig};
+pub use bert::{bert_config_from_hf, load_hf_bert, load_hf_bert_bytes};
+pub use config::{FineTuneMode, LoraConfig, LoraTarget, PRESET_NAMES, TextStem, VitConfig};
 pub use error::{LoraError, Result};
 pub use hf::{HfLayout, load_hf_backbone, load_hf_backbone_bytes, load_hf_backbone_tensors};
 pub use lora_linear::{LoraAdapter, LoraLinear};

@@ -1,4 +1,4 @@
-//! The LoRA vision transformer and its factor exchange.
+//! The LoRA transformer encoder (ViT, or BERT for text) and its factor exchange.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -101,8 +101,31 @@ impl Block {
         }
     }
 
-    /// `x`: `(B·T, D)` tokens of `batch` images with `tokens` tokens each.
-    fn forward(&self, x: &Tensor, batch: usize, tokens: usize, heads: usize) -> Result<Tensor> {
+    /// `x`: `(B·T, D)` tokens of `batch` inputs with `tokens` tokens each.
+    /// Pre-norm (ViT) unless `post_norm` (BERT).
+    fn forward(
+        &self,
+        x: &Tensor,
+        batch: usize,
+        tokens: usize,
+        heads: usize,
+        post_norm: bool,
+    ) -> Result<Tensor> {
+        if post_norm {
+            let ctx = crate::fused::attention(
+                &self.q.forward(x)?,
+                &self.k.forward(x)?,
+                &self.v.forward(x)?,
+                batch,
+                tokens,
+                heads,
+            )?;
+            let x = self.norm1.forward(&(x + self.o.forward(&ctx)?)?)?;
+            let m = self
+                .fc2
+                .forward(&crate::fused::gelu(&self.fc1.forward(&x)?)?)?;
+            return self.norm2.forward(&(x + m)?);
+        }
         let h = self.norm1.forward(x)?;
         let ctx = crate::fused::attention(
             &self.q.forward(&h)?,
@@ -126,9 +149,28 @@ impl Block {
     }
 }
 
-/// A client's vision transformer: a shared frozen [`Backbone`], LoRA adapters
-/// (or none, or a trainable copy of the backbone) and a dense classifier head
-/// on the class token.
+/// The input side of the encoder.
+#[derive(Clone, Debug)]
+enum Stem {
+    /// ViT: linear patch embedding, class token, position embeddings.
+    Patch {
+        patch: LoraLinear,
+        cls: Tensor,
+        pos: Tensor,
+    },
+    /// BERT: word, position and segment-0 embeddings, then a LayerNorm.
+    Text {
+        word: Tensor,
+        pos: Tensor,
+        segment: Tensor,
+        norm: Norm,
+    },
+}
+
+/// A client's transformer classifier: a shared frozen [`Backbone`], LoRA
+/// adapters (or none, or a trainable copy of the backbone) and a dense
+/// classifier head, on the class token of a ViT or the mean token of a BERT
+/// text encoder ([`VitConfig::text`]).
 ///
 /// Building a LoRA or head-only model from an `Arc<Backbone>` copies no
 /// backbone weight: the layers hold clones of the backbone's reference-counted
@@ -138,11 +180,9 @@ pub struct VitModel {
     backbone: Arc<Backbone>,
     mode: FineTuneMode,
     num_classes: usize,
-    patch: LoraLinear,
-    cls: Tensor,
-    pos: Tensor,
+    stem: Stem,
     blocks: Vec<Block>,
-    norm: Norm,
+    norm: Option<Norm>,
     head_w: Var,
     head_b: Var,
     full_vars: Vec<(String, Var)>,
@@ -198,9 +238,19 @@ impl VitModel {
                 eps: config.ln_eps,
             })
         };
-        let patch = lin(&mut get, "patch_embed")?;
-        let cls = get("cls_token")?.reshape((1, 1, d))?;
-        let pos = get("pos_embed")?.reshape((1, config.num_tokens(), d))?;
+        let stem = match &config.text {
+            None => Stem::Patch {
+                patch: lin(&mut get, "patch_embed")?,
+                cls: get("cls_token")?.reshape((1, 1, d))?,
+                pos: get("pos_embed")?.reshape((1, config.num_tokens(), d))?,
+            },
+            Some(_) => Stem::Text {
+                word: get("embed.word")?,
+                pos: get("embed.pos")?,
+                segment: get("embed.type")?.narrow(0, 0, 1)?,
+                norm: norm(&mut get, "embed.norm")?,
+            },
+        };
         let mut blocks = Vec::with_capacity(config.depth);
         for i in 0..config.depth {
             let p = format!("blocks.{i}");
@@ -225,7 +275,11 @@ impl VitModel {
                 ls2,
             });
         }
-        let final_norm = norm(&mut get, "norm")?;
+        let final_norm = if config.is_text() {
+            None
+        } else {
+            Some(norm(&mut get, "norm")?)
+        };
         let mut rng = StdRng::seed_from_u64(seed);
         if let FineTuneMode::Lora(lora) = &mode {
             for block in &mut blocks {
@@ -248,9 +302,7 @@ impl VitModel {
             backbone,
             mode,
             num_classes,
-            patch,
-            cls,
-            pos,
+            stem,
             blocks,
             norm: final_norm,
             head_w,
@@ -291,55 +343,118 @@ impl VitModel {
         self.num_classes
     }
 
-    /// Logits `(B, K)` for images `(B, C, H, W)`.
+    /// Logits `(B, K)` for inputs: images `(B, C, H, W)` (`f32`) for a ViT,
+    /// token ids `(B, L)` (`u32`) for a text encoder.
     ///
     /// # Errors
-    /// [`LoraError::Shape`] if the image shape does not match the configuration.
-    pub fn forward(&self, images: &Tensor) -> Result<Tensor> {
-        let (x, b, t, d) = self.encode(images)?;
-        let cls_out = x.reshape((b, t, d))?.narrow(1, 0, 1)?.reshape((b, d))?;
-        // The head and the loss are f32 whatever the compute dtype.
-        let f = self.norm.forward(&cls_out)?.to_dtype(DType::F32)?;
+    /// [`LoraError::Shape`] if the input shape does not match the configuration.
+    pub fn forward(&self, inputs: &Tensor) -> Result<Tensor> {
+        let f = self.pooled(inputs)?;
         Ok(f.matmul(&self.head_w.as_tensor().t()?)?
             .broadcast_add(self.head_b.as_tensor())?)
     }
 
-    /// Every token after the final LayerNorm, `(B, T, D)` with the class
-    /// token first: the backbone's output (Hugging Face's
-    /// `last_hidden_state`), adapters included.
+    /// What the head reads, `(B, D)` in `f32`: the class token after the
+    /// final LayerNorm (ViT), or the mean of the tokens (text encoder,
+    /// sentence-transformers' mean pooling); adapters included.
     ///
     /// # Errors
-    /// [`LoraError::Shape`] if the image shape does not match the configuration.
-    pub fn tokens(&self, images: &Tensor) -> Result<Tensor> {
-        let (x, b, t, d) = self.encode(images)?;
-        Ok(self.norm.forward(&x)?.reshape((b, t, d))?)
+    /// As [`VitModel::forward`].
+    pub fn pooled(&self, inputs: &Tensor) -> Result<Tensor> {
+        let (x, b, t, d) = self.encode(inputs)?;
+        let x = x.reshape((b, t, d))?;
+        // The head and the loss are f32 whatever the compute dtype.
+        Ok(match &self.norm {
+            Some(norm) => norm
+                .forward(&x.narrow(1, 0, 1)?.reshape((b, d))?)?
+                .to_dtype(DType::F32)?,
+            None => x.to_dtype(DType::F32)?.mean(1)?,
+        })
     }
 
-    /// Patch embedding, class token, positions and the blocks: `(B·T, D)`
-    /// before the final LayerNorm, with `B`, `T` and `D`.
-    fn encode(&self, images: &Tensor) -> Result<(Tensor, usize, usize, usize)> {
+    /// Every token at the backbone's output, `(B, T, D)` (Hugging Face's
+    /// `last_hidden_state`), adapters included: after the final LayerNorm
+    /// with the class token first (ViT), or after the last block (text).
+    ///
+    /// # Errors
+    /// As [`VitModel::forward`].
+    pub fn tokens(&self, inputs: &Tensor) -> Result<Tensor> {
+        let (x, b, t, d) = self.encode(inputs)?;
+        let x = match &self.norm {
+            Some(norm) => norm.forward(&x)?,
+            None => x,
+        };
+        Ok(x.reshape((b, t, d))?)
+    }
+
+    /// The embeddings and the blocks: `(B·T, D)` before any final
+    /// LayerNorm, with `B`, `T` and `D`.
+    fn encode(&self, inputs: &Tensor) -> Result<(Tensor, usize, usize, usize)> {
         let cfg = self.config();
-        let dims = images.dims();
+        let dims = inputs.dims();
         let b = dims.first().copied().unwrap_or(0);
-        check_shape(
-            "images (B, C, H, W)",
-            &[b, cfg.in_channels, cfg.image_size, cfg.image_size],
-            dims,
-        )?;
-        let (p, g, d, t) = (cfg.patch_size, cfg.grid(), cfg.width, cfg.num_tokens());
-        let patches = images
-            .to_device(self.cls.device())?
-            .to_dtype(self.cls.dtype())?
-            .reshape((b, cfg.in_channels, g, p, g, p))?
-            .permute((0, 2, 4, 1, 3, 5))?
-            .contiguous()?
-            .reshape((b * g * g, cfg.patch_dim()))?;
-        let tok = self.patch.forward(&patches)?.reshape((b, g * g, d))?;
-        let cls = self.cls.broadcast_as((b, 1, d))?;
-        let x = Tensor::cat(&[&cls, &tok], 1)?.broadcast_add(&self.pos)?;
-        let mut x = x.reshape((b * t, d))?;
+        let d = cfg.width;
+        let (x, t) = match &self.stem {
+            Stem::Patch { patch, cls, pos } => {
+                check_shape(
+                    "images (B, C, H, W)",
+                    &[b, cfg.in_channels, cfg.image_size, cfg.image_size],
+                    dims,
+                )?;
+                let (p, g, t) = (cfg.patch_size, cfg.grid(), cfg.num_tokens());
+                let patches = inputs
+                    .to_device(cls.device())?
+                    .to_dtype(cls.dtype())?
+                    .reshape((b, cfg.in_channels, g, p, g, p))?
+                    .permute((0, 2, 4, 1, 3, 5))?
+                    .contiguous()?
+                    .reshape((b * g * g, cfg.patch_dim()))?;
+                let tok = patch.forward(&patches)?.reshape((b, g * g, d))?;
+                let cls = cls.broadcast_as((b, 1, d))?;
+                let x = Tensor::cat(&[&cls, &tok], 1)?.broadcast_add(pos)?;
+                (x.reshape((b * t, d))?, t)
+            }
+            Stem::Text {
+                word,
+                pos,
+                segment,
+                norm,
+            } => {
+                let max = pos.dims()[0];
+                let t = match dims {
+                    [_, t] if *t >= 1 && *t <= max && inputs.dtype() == DType::U32 => *t,
+                    _ => {
+                        return Err(LoraError::InvalidInput {
+                            what: "token ids",
+                            reason: format!(
+                                "expected u32 ids of shape (B, L) with 1 ≤ L ≤ {max}, got {:?} \
+                                 {dims:?}",
+                                inputs.dtype()
+                            ),
+                        });
+                    }
+                };
+                let vocab = word.dims()[0];
+                let ids = inputs.flatten_all()?.to_device(&Device::Cpu)?;
+                if let Some(bad) = ids.to_vec1::<u32>()?.iter().find(|&&i| i as usize >= vocab) {
+                    return Err(LoraError::InvalidInput {
+                        what: "token ids",
+                        reason: format!("id {bad} is not below the vocabulary size {vocab}"),
+                    });
+                }
+                let ids = ids.to_device(word.device())?;
+                let x = word
+                    .index_select(&ids, 0)?
+                    .reshape((b, t, d))?
+                    .broadcast_add(&pos.narrow(0, 0, t)?)?
+                    .broadcast_add(segment)?;
+                (norm.forward(&x.reshape((b * t, d))?)?, t)
+            }
+        };
+        let post_norm = cfg.is_text();
+        let mut x = x;
         for block in &self.blocks {
-            x = block.forward(&x, b, t, cfg.heads)?;
+            x = block.forward(&x, b, t, cfg.heads, post_norm)?;
         }
         Ok((x, b, t, d))
     }
@@ -360,12 +475,15 @@ impl VitModel {
         })
     }
 
-    /// A linear layer by stable name (`patch_embed`, `blocks.N.attn.q`, …,
-    /// `blocks.N.mlp.fc2`).
+    /// A linear layer by stable name (`patch_embed` (ViT only),
+    /// `blocks.N.attn.q`, …, `blocks.N.mlp.fc2`).
     #[must_use]
     pub fn linear(&self, name: &str) -> Option<&LoraLinear> {
         if name == "patch_embed" {
-            return Some(&self.patch);
+            return match &self.stem {
+                Stem::Patch { patch, .. } => Some(patch),
+                Stem::Text { .. } => None,
+            };
         }
         let rest = name.strip_prefix("blocks.")?;
         let (idx, path) = rest.split_once('.')?;

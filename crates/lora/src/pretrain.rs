@@ -140,6 +140,10 @@ pub fn pretrain(
     let mut rng = StdRng::seed_from_u64(seed.wrapping_add(2));
     let [n, c, h, w] = data.shape();
     let per = c * h * w;
+    let pixels = data.images().ok_or_else(|| LoraError::InvalidInput {
+        what: "pre-training data",
+        reason: "pre-training takes images, not token ids".into(),
+    })?;
     let mut order: Vec<usize> = (0..n).collect();
     let mut cursor = n;
     let bs = schedule.batch_size.min(n);
@@ -156,7 +160,7 @@ pub fn pretrain(
             }
             let i = order[cursor];
             cursor += 1;
-            images.extend_from_slice(&data.images()[i * per..(i + 1) * per]);
+            images.extend_from_slice(&pixels[i * per..(i + 1) * per]);
             labels.push(data.labels()[i]);
         }
         let batch = Batch::new(&images, &labels, [bs, c, h, w])?;
@@ -195,7 +199,10 @@ pub fn pretrain_cache_key(
     for d in data.shape() {
         h.update((d as u64).to_le_bytes());
     }
-    for v in data.images() {
+    for v in data.images().unwrap_or_default() {
+        h.update(v.to_le_bytes());
+    }
+    for v in data.token_ids().unwrap_or_default() {
         h.update(v.to_le_bytes());
     }
     for l in data.labels() {

@@ -9,13 +9,20 @@ use crate::error::{LoraError, Result};
 use crate::model::{AdapterFactors, HeadParams, VitModel};
 use crate::regularizer::RegulariserKind;
 
-/// A borrowed set of images with labels: `images` is `N·C·H·W` `f32` values
-/// in NCHW order, `labels` has `N` class indices.
+/// A borrowed set of inputs with labels: images (`N·C·H·W` `f32` values in
+/// NCHW order) for a ViT or token ids (`N·L` `u32` values) for a text
+/// encoder, and `N` class indices.
 #[derive(Clone, Copy, Debug)]
 pub struct Batch<'a> {
-    images: &'a [f32],
+    inputs: Inputs<'a>,
     labels: &'a [u32],
     shape: [usize; 4],
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Inputs<'a> {
+    Images(&'a [f32]),
+    Tokens(&'a [u32]),
 }
 
 impl<'a> Batch<'a> {
@@ -41,34 +48,69 @@ impl<'a> Batch<'a> {
             });
         }
         Ok(Self {
-            images,
+            inputs: Inputs::Images(images),
             labels,
             shape,
         })
     }
 
-    /// Number of images.
+    /// A batch of `n` token sequences of `seq_len` ids each (row-major);
+    /// its [`Batch::shape`] is `[n, 1, 1, seq_len]`.
+    ///
+    /// # Errors
+    /// [`LoraError::InvalidInput`] naming `token ids` or `labels`.
+    pub fn tokens(ids: &'a [u32], labels: &'a [u32], seq_len: usize) -> Result<Self> {
+        let n = labels.len();
+        if seq_len == 0 || ids.len() != n * seq_len {
+            return Err(LoraError::InvalidInput {
+                what: "token ids",
+                reason: format!(
+                    "{} ids are not {n} sequences (one per label) of {seq_len} tokens",
+                    ids.len()
+                ),
+            });
+        }
+        Ok(Self {
+            inputs: Inputs::Tokens(ids),
+            labels,
+            shape: [n, 1, 1, seq_len],
+        })
+    }
+
+    /// Number of inputs.
     #[must_use]
     pub fn len(&self) -> usize {
         self.shape[0]
     }
 
-    /// Whether there are no images.
+    /// Whether there are no inputs.
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.shape[0] == 0
     }
 
-    /// `[N, C, H, W]`.
+    /// `[N, C, H, W]` for images, `[N, 1, 1, L]` for token ids.
     #[must_use]
     pub fn shape(&self) -> [usize; 4] {
         self.shape
     }
 
-    /// The image values.
+    /// The image values (`None` for token ids).
     #[must_use]
-    pub fn images(&self) -> &'a [f32] {
-        self.images
+    pub fn images(&self) -> Option<&'a [f32]> {
+        match self.inputs {
+            Inputs::Images(x) => Some(x),
+            Inputs::Tokens(_) => None,
+        }
+    }
+
+    /// The token ids (`None` for images).
+    #[must_use]
+    pub fn token_ids(&self) -> Option<&'a [u32]> {
+        match self.inputs {
+            Inputs::Tokens(x) => Some(x),
+            Inputs::Images(_) => None,
+        }
     }
 
     /// The labels.
@@ -77,17 +119,29 @@ impl<'a> Batch<'a> {
         self.labels
     }
 
-    /// Images `start .. start + len` (clamped to the end).
+    /// Inputs `start .. start + len` (clamped to the end).
     #[must_use]
     pub fn slice(&self, start: usize, len: usize) -> Batch<'a> {
         let start = start.min(self.len());
         let end = (start + len).min(self.len());
         let per: usize = self.shape[1..].iter().product();
         Batch {
-            images: &self.images[start * per..end * per],
+            inputs: match self.inputs {
+                Inputs::Images(x) => Inputs::Images(&x[start * per..end * per]),
+                Inputs::Tokens(x) => Inputs::Tokens(&x[start * per..end * per]),
+            },
             labels: &self.labels[start..end],
             shape: [end - start, self.shape[1], self.shape[2], self.shape[3]],
         }
+    }
+
+    /// The input tensor on `device`: `(N, C, H, W)` `f32` images or `(N, L)`
+    /// `u32` ids.
+    pub(crate) fn input_tensor(&self, device: &Device) -> Result<Tensor> {
+        Ok(match self.inputs {
+            Inputs::Images(x) => Tensor::from_slice(x, self.shape.to_vec(), device)?,
+            Inputs::Tokens(x) => Tensor::from_slice(x, (self.shape[0], self.shape[3]), device)?,
+        })
     }
 
     /// Image and label tensors on `device`, checking labels against
@@ -99,7 +153,7 @@ impl<'a> Batch<'a> {
                 reason: format!("label {bad} is not below num_classes {num_classes}"),
             });
         }
-        let x = Tensor::from_slice(self.images, self.shape.to_vec(), device)?;
+        let x = self.input_tensor(device)?;
         let y = Tensor::from_slice(self.labels, self.labels.len(), device)?;
         Ok((x, y))
     }
@@ -524,7 +578,7 @@ pub fn predict(model: &VitModel, data: &Batch<'_>, batch_size: usize) -> Result<
     let mut start = 0;
     while start < data.len() {
         let part = data.slice(start, batch_size);
-        let x = Tensor::from_slice(part.images(), part.shape().to_vec(), &model.device())?;
+        let x = part.input_tensor(&model.device())?;
         let logits = model.forward(&x)?.detach();
         out.extend(logits.argmax_keepdim(1)?.flatten_all()?.to_vec1::<u32>()?);
         start += part.len();
@@ -532,9 +586,9 @@ pub fn predict(model: &VitModel, data: &Batch<'_>, batch_size: usize) -> Result<
     Ok(out)
 }
 
-/// The class-token features after the final LayerNorm (`N × D`, what the
-/// head reads), adapters included, in batches of `batch_size`. Labels of
-/// `data` are not read.
+/// What the head reads (`N × D`, [`VitModel::pooled`]: the class token after
+/// the final LayerNorm, or a text encoder's mean token), adapters included,
+/// in batches of `batch_size`. Labels of `data` are not read.
 ///
 /// # Errors
 /// As [`evaluate`].
@@ -554,12 +608,10 @@ pub fn features(
     let mut start = 0;
     while start < data.len() {
         let part = data.slice(start, batch_size);
-        let x = Tensor::from_slice(part.images(), part.shape().to_vec(), &model.device())?;
-        let t = model.tokens(&x)?.detach();
-        let b = part.len();
-        let cls = t.narrow(1, 0, 1)?.reshape((b, d))?.to_dtype(DType::F32)?;
-        flat.extend(cls.flatten_all()?.to_vec1::<f32>()?);
-        start += b;
+        let x = part.input_tensor(&model.device())?;
+        let f = model.pooled(&x)?.detach();
+        flat.extend(f.flatten_all()?.to_vec1::<f32>()?);
+        start += part.len();
     }
     ndarray::Array2::from_shape_vec((data.len(), d), flat).map_err(|e| LoraError::InvalidInput {
         what: "features",

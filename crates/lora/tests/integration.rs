@@ -2,6 +2,8 @@
 //! link time down).
 #![allow(clippy::unwrap_used)]
 
+#[path = "integration/bert.rs"]
+mod bert;
 #[path = "integration/common.rs"]
 mod common;
 #[path = "integration/hf.rs"]

@@ -49,12 +49,7 @@ impl Runner {
         total_rounds: usize,
     ) -> Result<Self, CliError> {
         base.validate()?;
-        let dir = ResultsDir::open(&opts.out, opts.force || opts.resume)?;
-        let runs_dir = dir.path().join("runs");
-        if opts.force && !opts.resume && runs_dir.exists() {
-            std::fs::remove_dir_all(&runs_dir)
-                .map_err(|e| format!("cannot clear {}: {e}", runs_dir.display()))?;
-        }
+        let (dir, runs_dir) = open_results(opts)?;
         eprintln!(
             "{fig} [{}]: building task ({})...",
             opts.profile.name(),
@@ -412,22 +407,7 @@ pub fn base_config(p: Profile) -> Result<RunConfig, CliError> {
 /// # Errors
 /// The assets are missing or altered (the error names `just fetch-assets`).
 pub fn real_base(alpha: f64) -> Result<RunConfig, CliError> {
-    let root = std::env::var_os("WFLORA_ASSETS").map_or_else(
-        || PathBuf::from(crate::assets::DEFAULT_CACHE),
-        PathBuf::from,
-    );
-    let assets = crate::assets::AssetPaths::new(&root);
-    // Hashing the assets (about 120 MB) once per process is enough: a
-    // figure asks for its base more than once.
-    static VERIFIED: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
-    let mut verified = VERIFIED
-        .lock()
-        .map_err(|_| "asset verification lock poisoned")?;
-    if !verified.contains(&root) {
-        assets.verify()?;
-        verified.push(root.clone());
-    }
-    drop(verified);
+    let assets = verified_assets(crate::assets::AssetPart::Vision)?;
     let mut cfg = pretrained_federation(alpha);
     cfg.name = "real".into();
     let t = &mut cfg.task;
@@ -448,6 +428,56 @@ pub fn real_base(alpha: f64) -> Result<RunConfig, CliError> {
     t.train_limit = Some(REAL_TRAIN_IMAGES);
     t.test_limit = Some(REAL_TEST_IMAGES);
     Ok(cfg)
+}
+
+/// A figure's results directory (existing results are refused unless
+/// `--force` or `--resume`) and its `runs/` folder, cleared on `--force`
+/// without `--resume`.
+///
+/// # Errors
+/// Existing results without `--force`/`--resume`, or I/O errors.
+pub fn open_results(opts: &FigureOptions) -> Result<(ResultsDir, PathBuf), CliError> {
+    let dir = ResultsDir::open(&opts.out, opts.force || opts.resume)?;
+    let runs = dir.path().join("runs");
+    if opts.force && !opts.resume && runs.exists() {
+        std::fs::remove_dir_all(&runs)
+            .map_err(|e| format!("cannot clear {}: {e}", runs.display()))?;
+    }
+    Ok((dir, runs))
+}
+
+/// The asset cache (`WFLORA_ASSETS`, else [`crate::assets::DEFAULT_CACHE`])
+/// with `part` verified against its manifest. Hashing the assets (over
+/// 100 MB) once per process and part is enough: a figure asks for its base
+/// more than once.
+///
+/// # Errors
+/// Missing or altered assets (the error names `just fetch-assets`).
+pub fn verified_assets(
+    part: crate::assets::AssetPart,
+) -> Result<crate::assets::AssetPaths, CliError> {
+    let root = std::env::var_os("WFLORA_ASSETS").map_or_else(
+        || PathBuf::from(crate::assets::DEFAULT_CACHE),
+        PathBuf::from,
+    );
+    let assets = crate::assets::AssetPaths::new(&root);
+    static VERIFIED: std::sync::Mutex<Vec<(PathBuf, crate::assets::AssetPart)>> =
+        std::sync::Mutex::new(Vec::new());
+    let mut verified = VERIFIED
+        .lock()
+        .map_err(|_| "asset verification lock poisoned")?;
+    if !verified.contains(&(root.clone(), part)) {
+        match part {
+            crate::assets::AssetPart::Vision => {
+                assets.verify()?;
+            }
+            crate::assets::AssetPart::Text => {
+                assets.verify_text()?;
+            }
+        }
+        verified.push((root, part));
+    }
+    Ok(assets)
 }
 
 /// What the `real` and `paper` profiles share: no pre-training (a backbone

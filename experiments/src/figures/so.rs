@@ -28,15 +28,18 @@ use crate::cli::{CliError, progress};
 use crate::plot::{LinePlot, Series};
 use crate::report::{Claim, Manifest, ResultsDir, print_claims};
 
-/// The base configuration of the SO figures for a profile.
+/// The base configuration of the SO figures for a profile: the embedded
+/// vision multi-task default (`default`, `quick`) or the text tasks
+/// (`real`, [`so_text`]).
 ///
 /// # Errors
-/// A profile the SO figures do not support yet (only the embedded
-/// multi-task default and its quick version).
+/// A profile the SO figures do not support (`real-noniid`, `paper`);
+/// missing text assets for `real`.
 pub fn so_base(p: Profile) -> Result<DflConfig, CliError> {
     let mut c = DflConfig::embedded_default();
     match p {
         Profile::Default => {}
+        Profile::Real => return so_text(),
         Profile::Quick => {
             c.backbone.pretrain.steps = 60;
             c.backbone.pretrain.warmup_steps = 10;
@@ -48,8 +51,8 @@ pub fn so_base(p: Profile) -> Result<DflConfig, CliError> {
         }
         other => {
             return Err(format!(
-                "the SO-LoRA figures run on the embedded multi-task default only (profiles \
-                 default and quick); profile '{}' is not supported yet",
+                "the SO-LoRA figures run on the embedded multi-task default (profiles default \
+                 and quick) and on the text tasks (profile real); profile '{}' is not supported",
                 other.name()
             )
             .into());
@@ -58,8 +61,79 @@ pub fn so_base(p: Profile) -> Result<DflConfig, CliError> {
     Ok(c)
 }
 
+/// The `real` profile of the SO figures: three text tasks on
+/// all-MiniLM-L6-v2 (a 6-layer BERT, LoRA on q and v of every block), from
+/// `just fetch-assets`: spam detection (SpamAssassin: ham, spam), genre
+/// (Brown corpus: news, romance, learned) and party (State of the Union:
+/// Democratic, Republican). Documents are cut into windows of 64 word
+/// pieces (at most 4 per document, from the first 4,000 characters), split
+/// 70/30 by document, and balanced to 150 training and 100 test windows per
+/// class; 3 devices per task, 10 rounds of 4 local steps of 16 windows,
+/// AdamW 2e-3 (the vision default's, not tuned per method), evaluated every
+/// 2 rounds. Sized so that one run takes minutes on 2 cores
+/// (docs/figures.md).
+///
+/// # Errors
+/// The text assets are missing or altered (the error names
+/// `just fetch-assets`).
+pub fn so_text() -> Result<DflConfig, CliError> {
+    use wflora_dfl::{TaskSpec, TextCorpusKind, TextSetup, TextTask, Transform};
+    let assets = super::common::verified_assets(crate::assets::AssetPart::Text)?;
+    let task = |name: &str, corpus, dir: &str, classes: &[&str]| TaskSpec {
+        name: name.into(),
+        classes: Vec::new(),
+        transform: Transform::None,
+        text: Some(TextTask {
+            corpus,
+            dir: assets.text_corpus_dir(dir),
+            classes: classes.iter().map(|s| (*s).to_owned()).collect(),
+        }),
+    };
+    let mut c = DflConfig::embedded_default();
+    c.name = "so-text".into();
+    c.tasks = vec![
+        task(
+            "spam",
+            TextCorpusKind::SpamAssassin,
+            "spam-assassin",
+            &["ham", "spam"],
+        ),
+        task(
+            "genre",
+            TextCorpusKind::Brown,
+            "brown",
+            &["news", "romance", "learned"],
+        ),
+        task(
+            "party",
+            TextCorpusKind::Sotu,
+            "sotu",
+            &["Democratic", "Republican"],
+        ),
+    ];
+    c.text = Some(TextSetup {
+        model_dir: assets.text_minilm_dir(),
+        seq_len: 64,
+        max_windows_per_doc: 4,
+        max_chars: 4000,
+        train_per_class: 150,
+        test_per_class: 100,
+    });
+    c.test_limit = None;
+    c.devices_per_task = 3;
+    c.rounds = 10;
+    c.local_steps = 4;
+    c.batch_size = 16;
+    c.eval_every = 2;
+    Ok(c)
+}
+
 fn seeds(p: Profile) -> Vec<u64> {
-    super::common::seeds(p)
+    match p {
+        // The text runs cost minutes each: two paired seeds.
+        Profile::Real => vec![1, 2],
+        other => super::common::seeds(other),
+    }
 }
 
 /// The topology of the random geometric D2D graph (radius 250 m in the
@@ -94,12 +168,7 @@ impl SoRunner {
         total_rounds: usize,
     ) -> Result<Self, CliError> {
         base.validate()?;
-        let dir = ResultsDir::open(&opts.out, opts.force || opts.resume)?;
-        let runs = dir.path().join("runs");
-        if opts.force && !opts.resume && runs.exists() {
-            std::fs::remove_dir_all(&runs)
-                .map_err(|e| format!("cannot clear {}: {e}", runs.display()))?;
-        }
+        let (dir, _) = super::common::open_results(opts)?;
         eprintln!(
             "{fig} [{}]: building the tasks (pre-training the backbone on first use)...",
             opts.profile.name()

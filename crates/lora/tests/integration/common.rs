@@ -19,6 +19,7 @@ pub fn small_config() -> VitConfig {
         mlp_dim: 16,
         layer_scale: Some(0.7),
         ln_eps: 1e-6,
+        text: None,
     }
 }
 

@@ -22,6 +22,7 @@ fn tiny_dinov2() -> VitConfig {
         mlp_dim: 16,
         layer_scale: Some(0.5),
         ln_eps: 1e-6,
+        text: None,
     }
 }
 
