@@ -103,6 +103,6 @@ pub use read::{
     parse_idx_dataset,
 };
 pub use text::{
-    TextCorpus, TextDoc, TokenBatch, TokenDataset, WindowOptions, WindowStats, WordPieceTokenizer,
-    balance, read_brown, read_sotu, read_spam_assassin, split_by_document, windows,
+    TextCorpus, TextDoc, TokenDataset, WindowOptions, WindowStats, WordPieceTokenizer, balance,
+    read_brown, read_sotu, read_spam_assassin, split_by_document, windows,
 };

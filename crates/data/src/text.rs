@@ -496,37 +496,6 @@ pub struct TokenDataset {
     class_names: Vec<String>,
 }
 
-/// Windows copied out of a [`TokenDataset`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenBatch {
-    /// Ids, `labels.len() · seq_len`, row-major.
-    pub ids: Vec<u32>,
-    /// Labels, one per window.
-    pub labels: Vec<u32>,
-    /// Ids per window.
-    pub seq_len: usize,
-}
-
-impl TokenBatch {
-    /// Number of windows.
-    #[must_use]
-    pub fn len(&self) -> usize {
-        self.labels.len()
-    }
-
-    /// Whether the batch holds no window.
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.labels.is_empty()
-    }
-
-    /// Shape `[n, seq_len]`.
-    #[must_use]
-    pub fn shape(&self) -> [usize; 2] {
-        [self.len(), self.seq_len]
-    }
-}
-
 impl TokenDataset {
     /// Builds a dataset, checking its invariants.
     ///
@@ -641,12 +610,12 @@ impl TokenDataset {
         class_counts(&self.labels, self.num_classes())
     }
 
-    /// Copies the windows at `indices` (in that order; repeats allowed) into
-    /// a batch.
+    /// The dataset of the windows at `indices` (in that order; repeats
+    /// allowed), with the same classes.
     ///
     /// # Errors
     /// [`DataError::Invalid`] if an index is out of range.
-    pub fn gather(&self, indices: &[usize]) -> Result<TokenBatch> {
+    pub fn subset(&self, indices: &[usize]) -> Result<TokenDataset> {
         if let Some(i) = indices.iter().find(|&&i| i >= self.len()) {
             return Err(invalid(
                 "indices",
@@ -658,23 +627,9 @@ impl TokenDataset {
         for &i in indices {
             ids.extend_from_slice(&self.ids[i * self.seq_len..(i + 1) * self.seq_len]);
         }
-        Ok(TokenBatch {
+        Ok(TokenDataset {
             ids,
             labels: indices.iter().map(|&i| self.labels[i]).collect(),
-            seq_len: self.seq_len,
-        })
-    }
-
-    /// The dataset of the windows at `indices` (in that order; repeats
-    /// allowed), with the same classes.
-    ///
-    /// # Errors
-    /// [`DataError::Invalid`] if an index is out of range.
-    pub fn subset(&self, indices: &[usize]) -> Result<TokenDataset> {
-        let b = self.gather(indices)?;
-        Ok(TokenDataset {
-            ids: b.ids,
-            labels: b.labels,
             doc: indices.iter().map(|&i| self.doc[i]).collect(),
             seq_len: self.seq_len,
             class_names: self.class_names.clone(),

@@ -392,7 +392,7 @@ fn windows_are_framed_full_chunks_by_hand() {
 }
 
 #[test]
-fn token_datasets_check_their_shape_and_gather() {
+fn token_datasets_check_their_shape_and_subset() {
     let names = || vec!["a".to_owned(), "b".to_owned()];
     assert!(TokenDataset::new(vec![1, 2, 3], vec![0], vec![0], 2, names()).is_err());
     assert!(TokenDataset::new(vec![1, 2], vec![2], vec![0], 2, names()).is_err());
@@ -407,12 +407,12 @@ fn token_datasets_check_their_shape_and_gather() {
         names(),
     )
     .unwrap();
-    let b = d.gather(&[2, 0, 2]).unwrap();
+    let b = d.subset(&[2, 0, 2]).unwrap();
     assert_eq!(
-        (b.ids, b.labels, b.seq_len),
-        (vec![5, 6, 1, 2, 5, 6], vec![1, 0, 1], 2)
+        (b.ids(), b.labels(), b.docs(), b.seq_len()),
+        (&[5, 6, 1, 2, 5, 6][..], &[1, 0, 1][..], &[1, 0, 1][..], 2)
     );
-    assert!(d.gather(&[3]).is_err());
+    assert!(d.subset(&[3]).is_err());
     let s = d.subset(&[1]).unwrap();
     assert_eq!(
         (s.ids(), s.docs(), s.class_names()),
