@@ -9,6 +9,13 @@ on q and v with B = 0 at the start, frozen backbone, AdamW on the LoRA factors
 and the head; forward + backward + optimiser step on a fixed random batch.
 
     python3 bench/peer.py [--threads 2] [--shapes tiny,vit-s14,vit-b16] [--rounds 2]
+                          [--parallel shards|intra-op|both]
+
+With --threads N > 1 on the CPU our side splits each batch into N shards
+trained on their own threads (TrainOptions::shards, one candle thread each;
+the default) or, with --parallel intra-op, runs one thread with candle's
+matmul pool at N threads; PyTorch always uses its intra-op pool
+(torch.set_num_threads(N)).
 
 `just bench-peer` installs PyTorch into .venv-peer and runs this. The Rust
 side is `cargo bench -p wflora-lora --bench peer` (built once here, then run
@@ -190,12 +197,16 @@ def rust_binary():
     sys.exit("bench-peer: cargo built no `peer` bench executable")
 
 
-def rust_side(exe, shape, threads, device="cpu", dtype="f32", batch=None, check=False):
+def rust_side(exe, shape, threads, device="cpu", dtype="f32", batch=None, check=False, parallel="intra-op"):
     preset, image, shape_batch, steps, runs = SHAPES[shape]
     batch = batch or shape_batch
     if device == "cuda":
         steps, runs = max(steps, 10), max(runs, 5)
-    env = dict(os.environ, RAYON_NUM_THREADS=str(threads), PEER_SHAPE=preset, PEER_IMAGE=str(image),
+    # shards: the batch split over `threads` threads, candle's own pool off;
+    # intra-op: one thread, candle's pool (its matmuls) at `threads`.
+    pool, shards = (1, threads) if parallel == "shards" else (threads, 1)
+    env = dict(os.environ, RAYON_NUM_THREADS=str(pool), PEER_SHARDS=str(shards),
+               PEER_SHAPE=preset, PEER_IMAGE=str(image),
                PEER_BATCH=str(batch), PEER_STEPS=str(steps), PEER_RUNS=str(runs), PEER_WARMUP="2",
                PEER_DEVICE=device, PEER_DTYPE=dtype, PEER_CHECK="1" if check else "0",
                PEER_PHASES="1" if device == "cuda" else "0",
@@ -224,6 +235,10 @@ def main():
     ap.add_argument("--batch", type=int, default=None, help="override the shape's batch size")
     ap.add_argument("--wflora-bin", default=None, help="a prebuilt peer binary (needed with --device cuda)")
     ap.add_argument("--check", action="store_true", help="the Rust side first checks its device against its CPU")
+    ap.add_argument("--parallel", default="shards", choices=["shards", "intra-op", "both"],
+                    help="how our side uses --threads on the CPU: the batch split into that many shards on their "
+                         "own threads (TrainOptions::shards, candle's pool off), candle's intra-op pool, or both "
+                         "(two rows per shape)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "peer.json"))
     args = ap.parse_args()
     shapes = args.shapes.split(",")
@@ -237,26 +252,34 @@ def main():
     if args.device == "cuda" and not args.wflora_bin:
         sys.exit("bench-peer: --device cuda needs --wflora-bin (built by `just build-cuda`)")
     exe = args.wflora_bin or rust_binary()
+    if args.device == "cuda" or args.threads == 1:
+        modes = ["intra-op"]
+    else:
+        modes = ["shards", "intra-op"] if args.parallel == "both" else [args.parallel]
     rows = []
     check = args.check
     for s in shapes:
         for d in dtypes:
-            ours, theirs = [], []
+            ours = {m: [] for m in modes}
+            theirs = []
             batch = args.batch or SHAPES[s][2]
             for _ in range(args.rounds):
-                ours.append(rust_side(exe, s, args.threads, args.device, d, batch, check))
-                check = False
+                for m in modes:
+                    ours[m].append(rust_side(exe, s, args.threads, args.device, d, batch, check, m))
+                    check = False
                 theirs.append(torch_side(s, args.threads, args.device, d, batch))
-            o = statistics.median(r["img_s_median"] for r in ours)
             t = statistics.median(r["img_s_median"] for r in theirs)
-            rows.append({"shape": s, "image": SHAPES[s][1], "batch": batch, "threads": args.threads,
-                         "device": args.device, "dtype": d,
-                         "wflora_img_s": o, "pytorch_img_s": t, "ratio": o / t, "runs": ours + theirs})
-            print(f"{s:>8} {SHAPES[s][1]:>4}px batch {batch:>2} {args.device} {d:>4}: wflora {o:9.1f} img/s, "
-                  f"PyTorch {t:9.1f} img/s, ratio {o / t:5.2f}", flush=True)
-            if "fwd_ms" in ours[-1] and "fwd_ms" in theirs[-1]:
-                print(f"{'':>8} forward / forward+backward ms: wflora {ours[-1]['fwd_ms']:.1f} / "
-                      f"{ours[-1]['fwd_bwd_ms']:.1f}, PyTorch {theirs[-1]['fwd_ms']:.1f} / "
+            for m in modes:
+                o = statistics.median(r["img_s_median"] for r in ours[m])
+                rows.append({"shape": s, "image": SHAPES[s][1], "batch": batch, "threads": args.threads,
+                             "parallel": m, "device": args.device, "dtype": d,
+                             "wflora_img_s": o, "pytorch_img_s": t, "ratio": o / t, "runs": ours[m] + theirs})
+                print(f"{s:>8} {SHAPES[s][1]:>4}px batch {batch:>2} {args.device} {d:>4} ({m}): wflora {o:9.1f} "
+                      f"img/s, PyTorch {t:9.1f} img/s, ratio {o / t:5.2f}", flush=True)
+            last = ours[modes[-1]][-1]
+            if "fwd_ms" in last and "fwd_ms" in theirs[-1]:
+                print(f"{'':>8} forward / forward+backward ms: wflora {last['fwd_ms']:.1f} / "
+                      f"{last['fwd_bwd_ms']:.1f}, PyTorch {theirs[-1]['fwd_ms']:.1f} / "
                       f"{theirs[-1]['fwd_bwd_ms']:.1f}", flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

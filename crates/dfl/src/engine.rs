@@ -473,6 +473,7 @@ impl Simulation {
             zeta: 0.0,
             regulariser: RegulariserKind::Plain,
             keep_optimizer_state: false,
+            shards: 1,
         })?;
         let u = trainer.train(&mut model, &batches)?;
         if !u.mean_loss.is_finite() {

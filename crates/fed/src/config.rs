@@ -394,6 +394,7 @@ impl RunConfig {
             zeta: self.model.zeta,
             regulariser: self.model.regulariser,
             keep_optimizer_state: false,
+            shards: 1,
         }
         .validate()
         .map_err(|e| FedError::config("local.optimizer", e.to_string()))?;

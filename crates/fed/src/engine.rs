@@ -416,6 +416,7 @@ impl Simulation {
             zeta: self.cfg.model.zeta,
             regulariser: self.cfg.model.regulariser,
             keep_optimizer_state: false,
+            shards: 1,
         })?;
         let update = trainer.train(&mut model, &batches)?;
         if !update.mean_loss.is_finite() {

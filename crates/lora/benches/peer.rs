@@ -10,8 +10,11 @@
 //! default 2), `PEER_DEVICE` (`cpu` or `cuda`, default `cpu`; `cuda` needs
 //! the crate feature `cuda`), `PEER_DTYPE` (`f32` or `bf16`: the frozen
 //! backbone's compute dtype, LoRA factors and head staying `f32`; default
-//! `f32`). Prints one JSON line: `{"impl":"wflora","shape":…,"img_s_median":…,"img_s_best":…}`.
-//! Threads: candle's pool (`RAYON_NUM_THREADS`).
+//! `f32`), `PEER_SHARDS` (the batch split into this many shards trained on
+//! their own threads, [`TrainOptions::shards`]; default 1). Prints one JSON
+//! line: `{"impl":"wflora","shape":…,"img_s_median":…,"img_s_best":…}`.
+//! Threads: the shards', times candle's pool (`RAYON_NUM_THREADS`) inside
+//! each.
 //!
 //! `PEER_CHECK=1` with `PEER_DEVICE=cuda` first checks the device against the
 //! CPU: the same model (ViT-S/14 shapes at 56×56, batch 8) trained 3 steps
@@ -57,9 +60,10 @@ fn random_batch(cfg: &VitConfig, batch: usize, seed: u64) -> (Vec<f32>, Vec<u32>
     (images, labels)
 }
 
-fn trainer() -> Result<LocalTrainer, wflora_lora::LoraError> {
+fn trainer(shards: usize) -> Result<LocalTrainer, wflora_lora::LoraError> {
     LocalTrainer::new(TrainOptions {
         optimizer: OptimizerKind::AdamW(AdamWParams::default()),
+        shards,
         ..TrainOptions::default()
     })
 }
@@ -181,6 +185,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let steps = env("PEER_STEPS", 5)?;
     let runs = env("PEER_RUNS", 5)?;
     let warmup = env("PEER_WARMUP", 2)?;
+    let shards = env("PEER_SHARDS", 1)?;
     let device = match std::env::var("PEER_DEVICE").as_deref() {
         Err(_) | Ok("cpu") => Device::Cpu,
         Ok("cuda") => Device::new_cuda(0)?,
@@ -204,7 +209,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         [batch, cfg.in_channels, cfg.image_size, cfg.image_size],
     )?;
     let batches = vec![b; steps.max(1)];
-    let mut trainer = trainer()?;
+    let mut trainer = trainer(shards)?;
     for _ in 0..warmup {
         trainer.train(&mut model, &batches[..1])?;
     }
@@ -225,7 +230,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         String::new()
     };
     println!(
-        "{{\"impl\":\"wflora\",\"shape\":\"{shape}\",\"image\":{},\"batch\":{batch},\"device\":\"{}\",\"dtype\":\"{dtype:?}\",\"img_s_median\":{},\"img_s_best\":{}{phase}}}",
+        "{{\"impl\":\"wflora\",\"shape\":\"{shape}\",\"image\":{},\"batch\":{batch},\"device\":\"{}\",\"dtype\":\"{dtype:?}\",\"shards\":{shards},\"img_s_median\":{},\"img_s_best\":{}{phase}}}",
         cfg.image_size,
         if device.is_cpu() { "cpu" } else { "cuda" },
         rates[rates.len() / 2],

@@ -441,14 +441,27 @@ impl CustomOp1 for SoftmaxOp {
     }
 }
 
-/// Exact GELU `x·Φ(x)` with `Φ` the standard normal cdf (via candle's `erf`).
-struct GeluOp;
+/// Exact GELU `x·Φ(x)` with `Φ` the standard normal cdf: candle's `erf`
+/// bit for bit, vectorised (`erf.rs`). On the CPU, when the input is
+/// tracked, the forward pass keeps `Φ(x)` for the backward pass, which then
+/// only adds `x·φ(x)` (the same values it would recompute: the floats do not
+/// change, one `erf` pass per step is saved at the cost of one buffer of the
+/// activation's size until the graph is dropped).
+struct GeluOp {
+    keep: bool,
+    cdf: std::sync::OnceLock<Vec<f32>>,
+}
+
+impl GeluOp {
+    fn new(keep: bool) -> Self {
+        Self {
+            keep,
+            cdf: std::sync::OnceLock::new(),
+        }
+    }
+}
 
 const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
-
-fn normal_cdf(x: f32) -> f32 {
-    0.5 * (1.0 + candle_core::cpu::erf::erf_f32(x * std::f32::consts::FRAC_1_SQRT_2))
-}
 
 impl CustomOp1 for GeluOp {
     fn name(&self) -> &'static str {
@@ -457,7 +470,13 @@ impl CustomOp1 for GeluOp {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = f32_slice(s, l, "gelu")?;
-        let y: Vec<f32> = x.iter().map(|&v| v * normal_cdf(v)).collect();
+        let cdf = crate::erf::normal_cdf(x);
+        let y: Vec<f32> = cdf.iter().zip(x).map(|(&c, &v)| v * c).collect();
+        if self.keep {
+            // A second forward through the same op (never done) would keep
+            // the first Φ; the backward checks the length before using it.
+            let _ = self.cdf.set(cdf);
+        }
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
@@ -475,12 +494,19 @@ impl CustomOp1 for GeluOp {
         // d/dx x·Φ(x) = Φ(x) + x·φ(x), φ(x) = exp(−x²/2)/√(2π).
         let dx = with_f32(x, "gelu input", |xv| {
             with_f32(grad, "gelu grad", |g| {
-                Ok(xv
+                let recomputed;
+                let cdf = match self.cdf.get() {
+                    Some(c) if c.len() == xv.len() => c.as_slice(),
+                    _ => {
+                        recomputed = crate::erf::normal_cdf(xv);
+                        recomputed.as_slice()
+                    }
+                };
+                Ok(cdf
                     .iter()
+                    .zip(xv)
                     .zip(g)
-                    .map(|(&v, &gi)| {
-                        gi * (normal_cdf(v) + v * FRAC_1_SQRT_2PI * (-0.5 * v * v).exp())
-                    })
+                    .map(|((&c, &v), &gi)| gi * (c + v * FRAC_1_SQRT_2PI * (-0.5 * v * v).exp()))
                     .collect::<Vec<f32>>())
             })
         })?;
@@ -492,7 +518,10 @@ impl CustomOp1 for GeluOp {
 pub(crate) fn gelu(x: &Tensor) -> candle_core::Result<Tensor> {
     if !x.device().is_cpu() {
         if cfg!(feature = "cuda") && x.device().is_cuda() {
-            let y = x.to_dtype(DType::F32)?.contiguous()?.apply_op1(GeluOp)?;
+            let y = x
+                .to_dtype(DType::F32)?
+                .contiguous()?
+                .apply_op1(GeluOp::new(false))?;
             return y.to_dtype(x.dtype());
         }
         return x.gelu_erf();
@@ -500,7 +529,8 @@ pub(crate) fn gelu(x: &Tensor) -> candle_core::Result<Tensor> {
     if x.dtype() != DType::F32 {
         bail!("gelu: only f32 is supported, got {:?}", x.dtype())
     }
-    x.contiguous()?.apply_op1(GeluOp)
+    let keep = x.track_op();
+    x.contiguous()?.apply_op1(GeluOp::new(keep))
 }
 
 /// Fused softmax over the last dimension with a hand-written backward.

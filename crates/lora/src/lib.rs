@@ -41,7 +41,10 @@
 //! the unused gradient of every frozen weight). candle's element-wise thread
 //! pool spins while waiting, which wastes most of the CPU on a shared or
 //! oversubscribed machine: simulations with many clients do better with
-//! `RAYON_NUM_THREADS=1` and clients trained in parallel threads. Large
+//! `RAYON_NUM_THREADS=1` and clients trained in parallel threads; one model
+//! on several cores does better with its batch split over threads
+//! ([`TrainOptions::shards`]) than with candle's pool. The GELU's `erf` is
+//! vectorised with the bits of candle's scalar one. Large
 //! per-step allocations are returned to the OS by glibc and faulted in again
 //! every step; `GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824`
 //! removed that (+5 % for `tiny`, +20 % for ViT-S/14 at 56×56 in the crate's bench).
@@ -93,6 +96,7 @@ mod backbone;
 mod bert;
 mod config;
 mod convert;
+mod erf;
 mod error;
 mod fused;
 #[cfg(feature = "cuda")]

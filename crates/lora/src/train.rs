@@ -1,6 +1,7 @@
 //! Local training (the client's `E` steps) and evaluation.
 
-use candle_core::{DType, Device, Tensor, TensorId};
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Device, Tensor, TensorId, Var};
 use candle_nn::Optimizer;
 use serde::{Deserialize, Serialize};
 
@@ -226,23 +227,45 @@ pub struct TrainOptions {
     /// optimizer, since the factors it would continue from were replaced by
     /// the server's aggregate.
     pub keep_optimizer_state: bool,
+    /// Data parallelism inside one step: each mini-batch is split into this
+    /// many contiguous shards (sizes differing by at most one), whose
+    /// forward and backward passes run on their own threads; the gradients
+    /// are summed in shard order, each shard's loss weighted by its share
+    /// of the batch, so the step follows the gradient of the batch's mean
+    /// loss. `1` (the default) runs the step on the calling thread. The
+    /// numbers depend on the shard count (the order of the float sums),
+    /// never on thread timing. Meant for one model on several cores with
+    /// candle's own pool off (`RAYON_NUM_THREADS=1`); the federated engines
+    /// already train their clients on separate threads and keep `1`.
+    #[serde(default = "one_shard", skip_serializing_if = "is_one_shard")]
+    pub shards: usize,
+}
+
+fn one_shard() -> usize {
+    1
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's `skip_serializing_if` signature
+fn is_one_shard(n: &usize) -> bool {
+    *n == 1
 }
 
 impl Default for TrainOptions {
     /// AdamW with [`AdamWParams::default`], `ζ = 0`, plain regulariser,
-    /// state reset each round.
+    /// state reset each round, one shard.
     fn default() -> Self {
         Self {
             optimizer: OptimizerKind::AdamW(AdamWParams::default()),
             zeta: 0.0,
             regulariser: RegulariserKind::Plain,
             keep_optimizer_state: false,
+            shards: 1,
         }
     }
 }
 
 impl TrainOptions {
-    /// Checks learning rate, betas and `ζ`.
+    /// Checks learning rate, betas, `ζ` and the shard count.
     ///
     /// # Errors
     /// [`LoraError::InvalidConfig`] naming the field.
@@ -280,6 +303,12 @@ impl TrainOptions {
             return Err(LoraError::InvalidConfig {
                 field: "zeta",
                 reason: format!("{} must be finite and ≥ 0", self.zeta),
+            });
+        }
+        if self.shards == 0 {
+            return Err(LoraError::InvalidConfig {
+                field: "shards",
+                reason: "0 shards: at least 1 is needed".into(),
             });
         }
         Ok(())
@@ -333,6 +362,14 @@ impl Opt {
         Ok(())
     }
 
+    fn step(&mut self, grads: &GradStore) -> Result<()> {
+        match self {
+            Self::AdamW(o) => o.step(grads)?,
+            Self::Sgd(o) => o.step(grads)?,
+        }
+        Ok(())
+    }
+
     fn set_lr(&mut self, lr: f64) {
         match self {
             Self::AdamW(o) => o.set_learning_rate(lr),
@@ -349,9 +386,26 @@ pub(crate) fn objective(
     zeta: f64,
     kind: RegulariserKind,
 ) -> Result<(Tensor, Tensor)> {
+    weighted_objective(model, batch, 1.0, zeta, kind)
+}
+
+/// [`objective`] with the cross-entropy scaled by `weight` (a shard's share
+/// of its batch); the regulariser keeps its weight `ζ`.
+fn weighted_objective(
+    model: &VitModel,
+    batch: &Batch<'_>,
+    weight: f64,
+    zeta: f64,
+    kind: RegulariserKind,
+) -> Result<(Tensor, Tensor)> {
     let (x, y) = batch.tensors(model.num_classes(), &model.device())?;
     let logits = model.forward(&x)?;
     let task = candle_nn::loss::cross_entropy(&logits, &y)?;
+    let task = if weight == 1.0 {
+        task
+    } else {
+        task.affine(weight, 0.0)?
+    };
     let total = if zeta > 0.0 && matches!(model.mode(), FineTuneMode::Lora(_)) {
         (&task + model.regulariser(kind)?.affine(zeta, 0.0)?)?
     } else {
@@ -433,17 +487,31 @@ impl LocalTrainer {
                 }
                 opt
             }
-            _ => Opt::new(&self.options.optimizer, vars)?,
+            _ => Opt::new(&self.options.optimizer, vars.clone())?,
         };
         opt.set_lr(self.options.optimizer.lr());
         // The losses are read back after the last step, so that on a GPU no
         // step waits for the device to finish the one before.
         let mut losses = Vec::with_capacity(batches.len());
+        let shards = self.options.shards;
         for batch in batches {
-            let (loss, task) =
-                objective(model, batch, self.options.zeta, self.options.regulariser)?;
-            opt.backward_step(&loss)?;
-            losses.push((loss.detach(), task.detach()));
+            if shards > 1 && batch.len() > 1 {
+                let (grads, loss, task) = sharded_gradients(
+                    model,
+                    batch,
+                    shards,
+                    self.options.zeta,
+                    self.options.regulariser,
+                    &vars,
+                )?;
+                opt.step(&grads)?;
+                losses.push((loss, task));
+            } else {
+                let (loss, task) =
+                    objective(model, batch, self.options.zeta, self.options.regulariser)?;
+                opt.backward_step(&loss)?;
+                losses.push((loss.detach(), task.detach()));
+            }
         }
         let (mut sum, mut sum_task) = (0.0, 0.0);
         for (loss, task) in losses {
@@ -462,6 +530,63 @@ impl LocalTrainer {
             steps,
         })
     }
+}
+
+/// One step's gradients from `shards` contiguous parts of `batch`, each
+/// part's forward and backward pass on its own thread (the first on the
+/// calling one). Part `s` contributes `(n_s/N)·CE_s` (the first also
+/// `ζ`·regulariser, once), so the sum is the batch's objective; the
+/// gradients of `vars` are added in part order. Returns the summed
+/// gradients with the objective and the task loss (detached).
+fn sharded_gradients(
+    model: &VitModel,
+    batch: &Batch<'_>,
+    shards: usize,
+    zeta: f64,
+    kind: RegulariserKind,
+    vars: &[Var],
+) -> Result<(GradStore, Tensor, Tensor)> {
+    let n = batch.len();
+    let shards = shards.min(n);
+    let part = |s: usize| -> Result<(GradStore, Tensor, Tensor)> {
+        let (start, end) = (s * n / shards, (s + 1) * n / shards);
+        let weight = (end - start) as f64 / n as f64;
+        let zeta = if s == 0 { zeta } else { 0.0 };
+        let (total, task) =
+            weighted_objective(model, &batch.slice(start, end - start), weight, zeta, kind)?;
+        Ok((total.backward()?, total.detach(), task.detach()))
+    };
+    let parts: Vec<Result<(GradStore, Tensor, Tensor)>> = std::thread::scope(|scope| {
+        let others: Vec<_> = (1..shards).map(|s| scope.spawn(move || part(s))).collect();
+        let mut parts = vec![part(0)];
+        for handle in others {
+            parts.push(
+                handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            );
+        }
+        parts
+    });
+    let mut parts = parts.into_iter();
+    let (mut grads, mut total, mut task) = parts.next().ok_or(LoraError::InvalidInput {
+        what: "batches",
+        reason: "an empty mini-batch has no shards".into(),
+    })??;
+    for p in parts {
+        let (g, t, k) = p?;
+        for var in vars {
+            let Some(add) = g.get(var) else { continue };
+            let sum = match grads.get(var) {
+                Some(have) => have.add(add)?,
+                None => add.clone(),
+            };
+            grads.insert(var, sum);
+        }
+        total = (total + t)?;
+        task = (task + k)?;
+    }
+    Ok((grads, total, task))
 }
 
 /// Mean cross-entropy and accuracy over a set.

@@ -74,6 +74,7 @@ fn sgd_step_changes_loss_as_first_order_theory_predicts() {
         zeta,
         regulariser: RegulariserKind::Plain,
         keep_optimizer_state: false,
+        shards: 1,
     })
     .unwrap();
     let batch = Batch::new(&imgs, &labels, shape(&cfg, 16)).unwrap();
@@ -89,6 +90,99 @@ fn sgd_step_changes_loss_as_first_order_theory_predicts() {
     assert!(
         (measured - predicted).abs() <= 0.05 * predicted.abs(),
         "measured {measured}, predicted {predicted}"
+    );
+}
+
+/// One SGD step of a LoRA model (Q, V, FC1, rank 3, non-zero `B`, `ζ`)
+/// on 16 images with the batch split into `shards`: how far the factors and
+/// head moved, and the reported loss.
+fn sgd_step_with_shards(shards: usize, zeta: f64) -> (Vec<f32>, f64) {
+    let cfg = small_config();
+    let lora = LoraConfig {
+        rank: 3,
+        alpha: 3.0,
+        targets: vec![LoraTarget::Q, LoraTarget::V, LoraTarget::Fc1],
+    };
+    let mut model = VitModel::new(small_backbone(3), FineTuneMode::Lora(lora), 3, 7).unwrap();
+    let mut rng = StdRng::seed_from_u64(1);
+    let mut f = model.factors().unwrap();
+    for af in &mut f {
+        af.b = Array2::from_shape_fn(af.b.dim(), |_| rng.random_range(-0.3..0.3));
+    }
+    model.set_factors(&f).unwrap();
+    let (imgs, labels) = synthetic(&cfg, 16, 3, 5);
+    let mut trainer = LocalTrainer::new(TrainOptions {
+        optimizer: OptimizerKind::Sgd { lr: 0.5 },
+        zeta,
+        shards,
+        ..TrainOptions::default()
+    })
+    .unwrap();
+    let params = |f: &[wflora_lora::AdapterFactors], h: &wflora_lora::HeadParams| {
+        let mut p: Vec<f32> = Vec::new();
+        for af in f {
+            p.extend(af.b.iter().chain(af.a.iter()));
+        }
+        p.extend(h.weight.iter().chain(h.bias.iter()));
+        p
+    };
+    let before = params(&model.factors().unwrap(), &model.head().unwrap());
+    let batch = Batch::new(&imgs, &labels, shape(&cfg, 16)).unwrap();
+    let up = trainer.train(&mut model, &[batch]).unwrap();
+    let after = params(&up.factors, &up.head);
+    let moved = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    (moved, up.mean_loss)
+}
+
+/// Splitting the batch must not change the step beyond float rounding: the
+/// reference is the one-thread step (checked against first-order theory
+/// above). The regulariser is counted once (with `ζ = 0.5` a repeat per
+/// shard would move the factors far beyond the tolerance), the loss is the
+/// batch's, more shards than images fall back to one image each, and the
+/// same shard count gives the same bits.
+#[test]
+fn sharded_step_equals_the_whole_batch_step() {
+    let zeta = 0.5;
+    let (want, want_loss) = sgd_step_with_shards(1, zeta);
+    for shards in [2, 3, 16, 40] {
+        let (got, loss) = sgd_step_with_shards(shards, zeta);
+        assert_eq!(got.len(), want.len());
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let diff = got
+            .iter()
+            .zip(&want)
+            .fold(0f32, |m, (g, w)| m.max((g - w).abs()));
+        assert!(
+            diff <= 1e-5 * scale,
+            "{shards} shards: the steps differ by {diff} (largest move {scale})"
+        );
+        assert!(
+            (loss - want_loss).abs() <= 1e-6 * want_loss.abs(),
+            "{shards} shards: loss {loss} vs {want_loss}"
+        );
+        let (again, again_loss) = sgd_step_with_shards(shards, zeta);
+        assert!(
+            again
+                .iter()
+                .zip(&got)
+                .all(|(a, g)| a.to_bits() == g.to_bits())
+        );
+        assert_eq!(again_loss.to_bits(), loss.to_bits());
+    }
+    let err = LocalTrainer::new(TrainOptions {
+        shards: 0,
+        ..TrainOptions::default()
+    })
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LoraError::InvalidConfig {
+                field: "shards",
+                ..
+            }
+        ),
+        "{err}"
     );
 }
 
