@@ -45,22 +45,28 @@ fn loss_and_grad_sq(model: &VitModel, x: &Tensor, y: &Tensor, zeta: f64) -> (f64
     (f64::from(loss.to_scalar::<f32>().unwrap()), sq)
 }
 
-#[test]
-fn sgd_step_changes_loss_as_first_order_theory_predicts() {
-    let cfg = small_config();
+/// A LoRA model (Q, V, FC1, rank 3) on the small backbone with non-zero
+/// `B`, so that both factors receive gradients.
+fn lora_model_with_nonzero_b() -> VitModel {
     let lora = LoraConfig {
         rank: 3,
         alpha: 3.0,
         targets: vec![LoraTarget::Q, LoraTarget::V, LoraTarget::Fc1],
     };
-    let mut model = VitModel::new(small_backbone(3), FineTuneMode::Lora(lora), 3, 7).unwrap();
-    // Non-zero B so that both factors receive gradients.
+    let model = VitModel::new(small_backbone(3), FineTuneMode::Lora(lora), 3, 7).unwrap();
     let mut rng = StdRng::seed_from_u64(1);
     let mut f = model.factors().unwrap();
     for af in &mut f {
         af.b = Array2::from_shape_fn(af.b.dim(), |_| rng.random_range(-0.3..0.3));
     }
     model.set_factors(&f).unwrap();
+    model
+}
+
+#[test]
+fn sgd_step_changes_loss_as_first_order_theory_predicts() {
+    let cfg = small_config();
+    let mut model = lora_model_with_nonzero_b();
     let (imgs, labels) = synthetic(&cfg, 16, 3, 5);
     let x = Tensor::from_slice(&imgs, shape(&cfg, 16).to_vec(), &Device::Cpu).unwrap();
     let y = Tensor::from_slice(&labels, 16, &Device::Cpu).unwrap();
@@ -98,18 +104,7 @@ fn sgd_step_changes_loss_as_first_order_theory_predicts() {
 /// head moved, and the reported loss.
 fn sgd_step_with_shards(shards: usize, zeta: f64) -> (Vec<f32>, f64) {
     let cfg = small_config();
-    let lora = LoraConfig {
-        rank: 3,
-        alpha: 3.0,
-        targets: vec![LoraTarget::Q, LoraTarget::V, LoraTarget::Fc1],
-    };
-    let mut model = VitModel::new(small_backbone(3), FineTuneMode::Lora(lora), 3, 7).unwrap();
-    let mut rng = StdRng::seed_from_u64(1);
-    let mut f = model.factors().unwrap();
-    for af in &mut f {
-        af.b = Array2::from_shape_fn(af.b.dim(), |_| rng.random_range(-0.3..0.3));
-    }
-    model.set_factors(&f).unwrap();
+    let mut model = lora_model_with_nonzero_b();
     let (imgs, labels) = synthetic(&cfg, 16, 3, 5);
     let mut trainer = LocalTrainer::new(TrainOptions {
         optimizer: OptimizerKind::Sgd { lr: 0.5 },
