@@ -210,7 +210,8 @@ def rust_side(exe, shape, threads, device="cpu", dtype="f32", batch=None, check=
                PEER_BATCH=str(batch), PEER_STEPS=str(steps), PEER_RUNS=str(runs), PEER_WARMUP="2",
                PEER_DEVICE=device, PEER_DTYPE=dtype, PEER_CHECK="1" if check else "0",
                PEER_PHASES="1" if device == "cuda" else "0",
-               GLIBC_TUNABLES="glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824")
+               GLIBC_TUNABLES="glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824"
+                              ":glibc.malloc.arena_max=1")
     proc = subprocess.run([exe], env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         sys.exit(f"bench-peer: {exe} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")

@@ -11,13 +11,19 @@
 //!   presets' step time; candle-nn's own fused versions have no backward pass.
 //! * Exact GELU: candle's backward for `gelu_erf` is a chain of 8 tensor ops;
 //!   here it is one pass.
+//! * Attention: sixteen candle nodes (head splits, scores, softmax, weighted
+//!   sum, head merge) become one, whose backward runs the same matmuls on
+//!   the same operands, so its floats are the composed version's to the bit;
+//!   what goes is candle's zero-filled gradient buffer per node (for ViT-B/16
+//!   at 224×224 most of them the size of the `B·H·T·T` scores).
 //!
 //! The kernels take `f32` input (made contiguous by the wrappers) and are
 //! tested against the composed versions, values and gradients.
 //!
 //! On a CUDA device (feature `cuda`) the frozen linear map keeps its
 //! input-gradient-only backward (its forward is the device's own matmul),
-//! and the other three ops run the same maths as CUDA kernels
+//! attention is its own one-node op (`fused_cuda`), and the other three ops
+//! run the same maths as CUDA kernels
 //! (`fused_cuda.rs`), in `f32` whatever the activations' dtype, as mixed
 //! precision does. Any other device gets the composed candle versions.
 
@@ -157,8 +163,9 @@ pub(crate) fn lora_linear_gpu(
 }
 
 /// Multi-head self-attention from the projected `q`, `k`, `v` (`B·T × D`,
-/// `q` unscaled) to the context (`B·T × D`). On a CUDA device one autograd
-/// node (`fused_cuda`); elsewhere composed from candle ops.
+/// `q` unscaled) to the context (`B·T × D`). On the CPU and on a CUDA
+/// device one autograd node ([`AttentionOp`] here, `fused_cuda` there);
+/// elsewhere composed from candle ops ([`composed::attention`]).
 pub(crate) fn attention(
     q: &Tensor,
     k: &Tensor,
@@ -171,20 +178,159 @@ pub(crate) fn attention(
     if q.device().is_cuda() {
         return crate::fused_cuda::attention(q, k, v, batch, tokens, heads, softmax_last);
     }
+    if !q.device().is_cpu() {
+        return composed::attention(q, k, v, batch, tokens, heads);
+    }
+    for (t, name) in [(q, "q"), (k, "k"), (v, "v")] {
+        if t.dtype() != DType::F32 {
+            bail!(
+                "attention: only f32 is supported, {name} is {:?}",
+                t.dtype()
+            )
+        }
+    }
     let d = q.dim(1)?;
+    if heads == 0 || d % heads != 0 || q.dims() != [batch * tokens, d] {
+        bail!(
+            "attention: q {:?} is not {batch}·{tokens} tokens of {heads} heads",
+            q.dims()
+        )
+    }
     let dh = d / heads;
+    let scale = 1.0 / (dh as f64).sqrt();
+    // The forward pass, on detached inputs, with exactly the ops (and so
+    // the floats) of the composed version.
     let split = |t: Tensor| -> candle_core::Result<Tensor> {
         t.reshape((batch, tokens, heads, dh))?
             .transpose(1, 2)?
             .contiguous()
     };
-    let q = split(q.affine(1.0 / (dh as f64).sqrt(), 0.0)?)?;
-    let k = split(k.clone())?;
-    let v = split(v.clone())?;
-    let att = softmax_last(&q.matmul(&k.t()?)?)?;
-    att.matmul(&v)?
-        .transpose(1, 2)?
-        .reshape((batch * tokens, d))
+    let qh = split(q.detach().affine(scale, 0.0)?)?;
+    let kh = split(k.detach())?;
+    let vh = split(v.detach())?;
+    let p = softmax_last(&qh.matmul(&kh.t()?)?)?;
+    let ctx = p.matmul(&vh)?;
+    let op = AttentionOp {
+        ctx: std::sync::Mutex::new(Some(ctx)),
+        p,
+        qh,
+        kh,
+        vh,
+        scale,
+        dims: (batch, tokens, heads, dh),
+    };
+    q.contiguous()?
+        .apply_op3(&k.contiguous()?, &v.contiguous()?, op)
+}
+
+/// Attention on the CPU as one autograd node. Composed from candle ops it is
+/// sixteen nodes (scale, three head splits of three nodes each, the key
+/// transpose, two matmuls, the softmax, the head merge of two), and candle's
+/// backward pass gives every node a zero-filled gradient buffer that the
+/// contributions are added into: sixteen such passes over the activations'
+/// size per block. Here the forward pass runs the composed ops on detached
+/// inputs and keeps what the backward needs; the backward is written out
+/// with the same ops on the same operands in the same layouts, so values and
+/// gradients are those of the composed version to the bit (tested).
+struct AttentionOp {
+    /// The context before the head merge, `(B, H, T, dh)`, handed to `cpu_fwd`.
+    ctx: std::sync::Mutex<Option<Tensor>>,
+    /// Softmax probabilities `(B, H, T, T)`.
+    p: Tensor,
+    /// Heads `(B, H, T, dh)`: scaled queries, keys, values.
+    qh: Tensor,
+    kh: Tensor,
+    vh: Tensor,
+    scale: f64,
+    /// `(B, T, H, dh)`.
+    dims: (usize, usize, usize, usize),
+}
+
+impl CustomOp3 for AttentionOp {
+    fn name(&self) -> &'static str {
+        "wflora-attention-cpu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let ctx = self
+            .ctx
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("attention: poisoned lock".into()))?
+            .take();
+        let Some(ctx) = ctx else {
+            bail!("attention: the forward ran twice")
+        };
+        let (b, t, h, dh) = self.dims;
+        // The head merge `(B, H, T, dh) → (B·T, H·dh)`: one copy, as the
+        // composed version's reshape of the transposed context.
+        with_f32(&ctx, "attention context", |c| {
+            if c.len() != b * h * t * dh {
+                bail!(
+                    "attention: context of {} values for {:?}",
+                    c.len(),
+                    self.dims
+                )
+            }
+            let mut out = vec![0f32; c.len()];
+            for bi in 0..b {
+                for ti in 0..t {
+                    for hi in 0..h {
+                        let src = ((bi * h + hi) * t + ti) * dh;
+                        let dst = ((bi * t + ti) * h + hi) * dh;
+                        out[dst..dst + dh].copy_from_slice(&c[src..src + dh]);
+                    }
+                }
+            }
+            Ok((CpuStorage::F32(out), Shape::from((b * t, h * dh))))
+        })
+    }
+
+    fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        // What candle's backward does for the composed version, node by
+        // node, minus its zero-filled buffers (adding to zero changes no
+        // value): the same matmuls with the same operand layouts, so the
+        // same floats.
+        let (b, t, h, dh) = self.dims;
+        let merge = |x: Tensor| -> candle_core::Result<Tensor> {
+            x.transpose(1, 2)?.reshape((b * t, h * dh))
+        };
+        let g = grad.reshape((b, t, h, dh))?.transpose(1, 2)?.contiguous()?;
+        // ctx = p·vh.
+        let dp = g.matmul(&self.vh.t()?)?;
+        let dv = if v.track_op() {
+            Some(merge(self.p.t()?.matmul(&g)?)?)
+        } else {
+            None
+        };
+        // p = softmax(s), s = qh·khᵀ.
+        let ds = softmax_grad_cpu(&self.p, &dp)?;
+        let dq = if q.track_op() {
+            Some(merge(ds.matmul(&self.kh)?)?.affine(self.scale, 0.0)?)
+        } else {
+            None
+        };
+        let dk = if k.track_op() {
+            Some(merge(self.qh.t()?.matmul(&ds)?.t()?)?)
+        } else {
+            None
+        };
+        Ok((dq, dk, dv))
+    }
 }
 
 fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
@@ -414,31 +560,44 @@ impl CustomOp1 for SoftmaxOp {
         Ok((y, l.shape().clone()))
     }
 
-    fn bwd(&self, x: &Tensor, res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+    fn bwd(&self, _x: &Tensor, res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
         #[cfg(feature = "cuda")]
         if res.device().is_cuda() {
             return Ok(Some(crate::fused_cuda::softmax_grad(res, grad)?));
         }
-        // dx = y ⊙ (dy − Σ_j dy_j y_j), row by row.
-        let d = x.dims().last().copied().unwrap_or(1);
-        let dx = with_f32(res, "softmax output", |y| {
-            with_f32(grad, "softmax grad", |g| {
-                let mut dx = vec![0f32; y.len()];
-                for ((yr, gr), dr) in y
-                    .chunks_exact(d)
-                    .zip(g.chunks_exact(d))
-                    .zip(dx.chunks_exact_mut(d))
-                {
-                    let dot: f32 = yr.iter().zip(gr).map(|(a, b)| a * b).sum();
-                    for i in 0..d {
-                        dr[i] = yr[i] * (gr[i] - dot);
-                    }
-                }
-                Ok(dx)
-            })
-        })?;
-        Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
+        Ok(Some(softmax_grad_cpu(res, grad)?))
     }
+}
+
+/// The softmax's input gradient from its output `y` and the output's
+/// gradient `dy`, over the last dimension: `dx = y ⊙ (dy − Σ_j dy_j y_j)`,
+/// row by row (`f32`, CPU).
+fn softmax_grad_cpu(y: &Tensor, grad: &Tensor) -> candle_core::Result<Tensor> {
+    let d = y.dims().last().copied().unwrap_or(1).max(1);
+    let dx = with_f32(y, "softmax output", |y| {
+        with_f32(grad, "softmax grad", |g| {
+            if g.len() != y.len() {
+                bail!(
+                    "softmax grad: {} values for an output of {}",
+                    g.len(),
+                    y.len()
+                )
+            }
+            let mut dx = vec![0f32; y.len()];
+            for ((yr, gr), dr) in y
+                .chunks_exact(d)
+                .zip(g.chunks_exact(d))
+                .zip(dx.chunks_exact_mut(d))
+            {
+                let dot: f32 = yr.iter().zip(gr).map(|(a, b)| a * b).sum();
+                for i in 0..d {
+                    dr[i] = yr[i] * (gr[i] - dot);
+                }
+            }
+            Ok(dx)
+        })
+    })?;
+    Tensor::from_vec(dx, y.shape(), y.device())
 }
 
 /// Exact GELU `x·Φ(x)` with `Φ` the standard normal cdf: candle's `erf`
@@ -569,6 +728,33 @@ mod composed {
         xc.broadcast_div(&(var + eps)?.sqrt()?)?
             .broadcast_mul(w)?
             .broadcast_add(b)
+    }
+
+    /// Multi-head self-attention composed from candle ops (the fused
+    /// softmax included): the reference for [`super::AttentionOp`], and the
+    /// version run on devices without fused kernels.
+    pub(super) fn attention(
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        batch: usize,
+        tokens: usize,
+        heads: usize,
+    ) -> candle_core::Result<Tensor> {
+        let d = q.dim(1)?;
+        let dh = d / heads;
+        let split = |t: Tensor| -> candle_core::Result<Tensor> {
+            t.reshape((batch, tokens, heads, dh))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let q = split(q.affine(1.0 / (dh as f64).sqrt(), 0.0)?)?;
+        let k = split(k.clone())?;
+        let v = split(v.clone())?;
+        let att = super::softmax_last(&q.matmul(&k.t()?)?)?;
+        att.matmul(&v)?
+            .transpose(1, 2)?
+            .reshape((batch * tokens, d))
     }
 
     /// Softmax over the last dimension (max-shifted).
@@ -721,6 +907,97 @@ mod tests {
         let v = gelu(&Tensor::new(&[0f32, 1.0], &Device::Cpu).unwrap()).unwrap();
         let v = v.to_vec1::<f32>().unwrap();
         assert!(v[0].abs() < 1e-7 && (v[1] - 0.841_345).abs() < 1e-5);
+    }
+
+    /// Every value of `a` equals `b`'s (`==`, so `-0 == +0`).
+    fn assert_same(a: &Tensor, b: &Tensor, what: &str) {
+        let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(a.len(), b.len(), "{what}");
+        let bad = a.iter().zip(&b).filter(|(x, y)| x != y).count();
+        assert_eq!(bad, 0, "{what}: {bad} of {} values differ", a.len());
+    }
+
+    /// The one-node CPU attention against the composed candle version: the
+    /// same values and gradients, to the bit (the backward pass runs the same
+    /// matmuls on the same layouts). `q`, `k`, `v` are projections of one
+    /// input, as in a block, so the input's gradient also checks that the
+    /// three contributions arrive in the same order.
+    #[test]
+    fn attention_node_equals_composed_to_the_bit() {
+        let (batch, tokens, heads, dh) = (3, 17, 3, 6);
+        let d = heads * dh;
+        for (seed, track_k) in [(7u64, true), (8, false)] {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let x = rand_var(&[batch * tokens, d], &mut rng);
+            let wq = rand_var(&[d, d], &mut rng);
+            let wk = rand_var(&[d, d], &mut rng);
+            let wv = rand_var(&[d, d], &mut rng);
+            let probe = rand_var(&[batch * tokens, d], &mut rng);
+            let run = |fused: bool| {
+                let q = x.matmul(wq.as_tensor()).unwrap();
+                let k = if track_k {
+                    x.matmul(wk.as_tensor()).unwrap()
+                } else {
+                    x.as_tensor()
+                        .detach()
+                        .matmul(&wk.as_detached_tensor())
+                        .unwrap()
+                };
+                // Scores of several units, so the softmax is far from uniform.
+                let v = x.matmul(wv.as_tensor()).unwrap();
+                let y = if fused {
+                    attention(&q, &k, &v, batch, tokens, heads).unwrap()
+                } else {
+                    composed::attention(&q, &k, &v, batch, tokens, heads).unwrap()
+                };
+                let g = (&y * probe.as_tensor())
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap();
+                (y, g)
+            };
+            let (y1, g1) = run(true);
+            let (y2, g2) = run(false);
+            assert_same(&y1, &y2, "context");
+            for (var, name) in [(&x, "x"), (&wq, "wq"), (&wv, "wv"), (&wk, "wk")] {
+                match (g1.get(var), g2.get(var)) {
+                    (Some(a), Some(b)) => assert_same(a, b, name),
+                    (None, None) => assert!(!track_k && name == "wk"),
+                    _ => panic!("{name}: a gradient on one side only"),
+                }
+            }
+            // Not vacuous: the gradients are far from zero.
+            let gx = g1.get(&x).unwrap().abs().unwrap().max_all().unwrap();
+            assert!(gx.to_scalar::<f32>().unwrap() > 1e-2);
+        }
+    }
+
+    /// The softmax's gradient from a hand computation: for `y = softmax(x)`
+    /// and a probe `c`, `∂(c·y)/∂x_i = y_i (c_i − c·y)`.
+    #[test]
+    fn softmax_grad_matches_hand_values() {
+        let y = Tensor::new(&[[0.5f32, 0.25, 0.25]], &Device::Cpu).unwrap();
+        let c = Tensor::new(&[[1f32, 2.0, -1.0]], &Device::Cpu).unwrap();
+        // c·y = 0.5 + 0.5 − 0.25 = 0.75.
+        let dx = softmax_grad_cpu(&y, &c).unwrap().to_vec2::<f32>().unwrap();
+        assert_eq!(dx, vec![vec![0.125, 0.3125, -0.4375]]);
+        let wrong = Tensor::new(&[1f32, 2.0], &Device::Cpu).unwrap();
+        assert!(softmax_grad_cpu(&y, &wrong).is_err());
+    }
+
+    #[test]
+    fn attention_rejects_bad_shapes_and_dtypes() {
+        let q = Tensor::zeros((6, 8), DType::F32, &Device::Cpu).unwrap();
+        // 6 rows are not 4 inputs of 2 tokens.
+        assert!(attention(&q, &q, &q, 4, 2, 2).is_err());
+        // 8 features do not split into 3 heads.
+        assert!(attention(&q, &q, &q, 3, 2, 3).is_err());
+        let q64 = q.to_dtype(DType::F64).unwrap();
+        assert!(attention(&q64, &q64, &q64, 3, 2, 2).is_err());
+        assert!(attention(&q, &q, &q, 3, 2, 2).is_ok());
     }
 
     #[test]

@@ -38,7 +38,8 @@
 //! Performance notes (CPU, candle 0.11): the frozen linear maps, LayerNorm,
 //! the attention softmax and GELU run as fused kernels with hand-written
 //! backward passes (candle's matmul backward would otherwise also compute
-//! the unused gradient of every frozen weight). candle's element-wise thread
+//! the unused gradient of every frozen weight), and the whole attention is
+//! one autograd node whose backward repeats the composed version's floats. candle's element-wise thread
 //! pool spins while waiting, which wastes most of the CPU on a shared or
 //! oversubscribed machine: simulations with many clients do better with
 //! `RAYON_NUM_THREADS=1` and clients trained in parallel threads; one model
@@ -48,6 +49,12 @@
 //! per-step allocations are returned to the OS by glibc and faulted in again
 //! every step; `GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824`
 //! removed that (+5 % for `tiny`, +20 % for ViT-S/14 at 56×56 in the crate's bench).
+//! Threads other than the main one get heaps of their own from glibc, which
+//! unmaps each heap as soon as it is empty, so a client's or a shard's
+//! thread faulted its activations in again every step; adding
+//! `:glibc.malloc.arena_max=1` keeps them in the main heap (ViT-S/14 with two
+//! shards: 56 → 74 images/s). The workspace's `.cargo/config.toml` sets both
+//! for every program cargo runs.
 //!
 //! GPU (feature `cuda`, never on in the tests): [`Backbone::to`] moves a
 //! backbone to a CUDA device, in `f32` or `bf16`, and every model built on it
