@@ -629,13 +629,16 @@ impl CustomOp1 for GeluOp {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = f32_slice(s, l, "gelu")?;
-        let cdf = crate::erf::normal_cdf(x);
-        let y: Vec<f32> = cdf.iter().zip(x).map(|(&c, &v)| v * c).collect();
-        if self.keep {
-            // A second forward through the same op (never done) would keep
-            // the first Φ; the backward checks the length before using it.
-            let _ = self.cdf.set(cdf);
+        let mut cdf = crate::erf::normal_cdf(x);
+        if !self.keep {
+            // Nothing to keep: the output overwrites Φ in place.
+            cdf.iter_mut().zip(x).for_each(|(c, &v)| *c *= v);
+            return Ok((CpuStorage::F32(cdf), l.shape().clone()));
         }
+        let y: Vec<f32> = cdf.iter().zip(x).map(|(&c, &v)| v * c).collect();
+        // A second forward through the same op (never done) would keep the
+        // first Φ; the backward checks the length before using it.
+        let _ = self.cdf.set(cdf);
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
