@@ -17,8 +17,11 @@
 //!   what goes is candle's zero-filled gradient buffer per node (for ViT-B/16
 //!   at 224×224 most of them the size of the `B·H·T·T` scores).
 //!
-//! The kernels take `f32` input (made contiguous by the wrappers) and are
-//! tested against the composed versions, values and gradients.
+//! The GELU's `erf` and the `expf` of the GELU's backward pass and of the
+//! softmax run vectorised with the scalar functions' bits (`erf.rs`,
+//! `expf.rs`). The kernels take `f32` input (made contiguous by the
+//! wrappers) and are tested against the composed versions, values and
+//! gradients.
 //!
 //! On a CUDA device (feature `cuda`) the frozen linear map keeps its
 //! input-gradient-only backward (its forward is the device's own matmul),
@@ -542,11 +545,12 @@ impl CustomOp1 for SoftmaxOp {
         let mut y = vec![0f32; x.len()];
         for (xr, yr) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)) {
             let max = xr.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0f32;
             for (yi, &xi) in yr.iter_mut().zip(xr) {
-                *yi = (xi - max).exp();
-                sum += *yi;
+                *yi = xi - max;
             }
+            // The library's expf, vectorised with the same bits (`expf.rs`).
+            crate::expf::exp_in_place(yr);
+            let sum = yr.iter().fold(0f32, |s, &v| s + v);
             let inv = 1.0 / sum;
             yr.iter_mut().for_each(|v| *v *= inv);
         }
@@ -664,12 +668,14 @@ impl CustomOp1 for GeluOp {
                         recomputed.as_slice()
                     }
                 };
-                Ok(cdf
-                    .iter()
-                    .zip(xv)
-                    .zip(g)
-                    .map(|((&c, &v), &gi)| gi * (c + v * FRAC_1_SQRT_2PI * (-0.5 * v * v).exp()))
-                    .collect::<Vec<f32>>())
+                // e^{−x²/2} by the library's expf, vectorised with the same
+                // bits (`expf.rs`); then the same products as before.
+                let mut dx: Vec<f32> = xv.iter().map(|&v| -0.5 * v * v).collect();
+                crate::expf::exp_in_place(&mut dx);
+                for (((d, &c), &v), &gi) in dx.iter_mut().zip(cdf).zip(xv).zip(g) {
+                    *d = gi * (c + v * FRAC_1_SQRT_2PI * *d);
+                }
+                Ok(dx)
             })
         })?;
         Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))

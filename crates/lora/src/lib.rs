@@ -45,7 +45,9 @@
 //! `RAYON_NUM_THREADS=1` and clients trained in parallel threads; one model
 //! on several cores does better with its batch split over threads
 //! ([`TrainOptions::shards`]) than with candle's pool. The GELU's `erf` is
-//! vectorised with the bits of candle's scalar one. Large
+//! vectorised with the bits of candle's scalar one, and the `expf` of the
+//! GELU's backward pass and of the softmax with the bits of glibc's (both
+//! compiled for AVX2 + FMA at run time where the CPU has them). Large
 //! per-step allocations are returned to the OS by glibc and faulted in again
 //! every step; `GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824`
 //! removed that (+5 % for `tiny`, +20 % for ViT-S/14 at 56×56 in the crate's bench).
@@ -105,6 +107,7 @@ mod config;
 mod convert;
 mod erf;
 mod error;
+mod expf;
 mod fused;
 #[cfg(feature = "cuda")]
 mod fused_cuda;
