@@ -133,15 +133,18 @@ pub(crate) fn normal_cdf_scalar(x: f32) -> f32 {
     0.5 * (1.0 + erf_f32(x * FRAC_1_SQRT_2))
 }
 
+/// Whether two `f32`s are the same bits (any NaN matching any NaN): the
+/// equality the vectorised kernels' tests hold them to.
+#[cfg(test)]
+pub(crate) fn same(a: f32, b: f32) -> bool {
+    a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use proptest::prelude::*;
-
-    fn same(a: f32, b: f32) -> bool {
-        a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
-    }
 
     /// The reference is `libm`'s own `erff` (through candle): every bit
     /// pattern `k·61` (70 million `f32`s, both signs, every exponent,

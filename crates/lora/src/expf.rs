@@ -164,11 +164,8 @@ mod fast {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::erf::same;
     use proptest::prelude::*;
-
-    fn same(a: f32, b: f32) -> bool {
-        a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
-    }
 
     /// Every bit pattern `k·61` (70 million `f32`s: both signs, every
     /// exponent, subnormals, infinities, NaNs) through the slice version in
