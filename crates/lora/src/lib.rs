@@ -51,12 +51,15 @@
 //! per-step allocations are returned to the OS by glibc and faulted in again
 //! every step; `GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824`
 //! removed that (+5 % for `tiny`, +20 % for ViT-S/14 at 56×56 in the crate's bench).
-//! Threads other than the main one get heaps of their own from glibc, which
-//! unmaps each heap as soon as it is empty, so a client's or a shard's
-//! thread faulted its activations in again every step; adding
-//! `:glibc.malloc.arena_max=1` keeps them in the main heap (ViT-S/14 with two
-//! shards: 56 → 74 images/s). The workspace's `.cargo/config.toml` sets both
-//! for every program cargo runs.
+//! The workspace's `.cargo/config.toml` sets that for every program cargo
+//! runs. Threads other than the main one get heaps of their own from glibc,
+//! which unmaps each heap as soon as it is empty, so a shard's thread
+//! faulted its activations in again every step. For one large model split
+//! into [`TrainOptions::shards`], adding `:glibc.malloc.arena_max=1` keeps
+//! them in the main heap (ViT-S/14 with two shards: 56 → 74 images/s;
+//! `bench-peer` sets it). It is not the default: with the engine's small
+//! clients training in parallel, one arena costs about 10% in lock
+//! contention.
 //!
 //! GPU (feature `cuda`, never on in the tests): [`Backbone::to`] moves a
 //! backbone to a CUDA device, in `f32` or `bf16`, and every model built on it
