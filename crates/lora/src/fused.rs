@@ -179,7 +179,7 @@ pub(crate) fn attention(
 ) -> candle_core::Result<Tensor> {
     #[cfg(feature = "cuda")]
     if q.device().is_cuda() {
-        return crate::fused_cuda::attention(q, k, v, batch, tokens, heads, softmax_last);
+        return crate::fused_cuda::attention(q, k, v, batch, tokens, heads);
     }
     if !q.device().is_cpu() {
         return composed::attention(q, k, v, batch, tokens, heads);
@@ -192,38 +192,89 @@ pub(crate) fn attention(
             )
         }
     }
-    let d = q.dim(1)?;
-    if heads == 0 || d % heads != 0 || q.dims() != [batch * tokens, d] {
-        bail!(
-            "attention: q {:?} is not {batch}·{tokens} tokens of {heads} heads",
-            q.dims()
-        )
-    }
-    let dh = d / heads;
-    let scale = 1.0 / (dh as f64).sqrt();
-    // The forward pass, on detached inputs, with exactly the ops (and so
-    // the floats) of the composed version.
-    let split = |t: Tensor| -> candle_core::Result<Tensor> {
-        t.reshape((batch, tokens, heads, dh))?
-            .transpose(1, 2)?
-            .contiguous()
-    };
-    let qh = split(q.detach().affine(scale, 0.0)?)?;
-    let kh = split(k.detach())?;
-    let vh = split(v.detach())?;
-    let p = softmax_last(&qh.matmul(&kh.t()?)?)?;
-    let ctx = p.matmul(&vh)?;
-    let op = AttentionOp {
-        ctx: std::sync::Mutex::new(Some(ctx)),
-        p,
-        qh,
-        kh,
-        vh,
-        scale,
-        dims: (batch, tokens, heads, dh),
-    };
+    let state = AttentionState::forward(q, k, v, (batch, tokens, heads), false)?;
     q.contiguous()?
-        .apply_op3(&k.contiguous()?, &v.contiguous()?, op)
+        .apply_op3(&k.contiguous()?, &v.contiguous()?, AttentionOp(state))
+}
+
+/// What an attention node keeps between its forward and its backward pass,
+/// on the CPU ([`AttentionOp`]) and on the GPU (`fused_cuda`) alike.
+pub(crate) struct AttentionState {
+    /// The forward result, handed over once to the node's device forward:
+    /// the heads' context `(B, H, T, dh)`, or already merged to `(B·T, D)`.
+    ctx: std::sync::Mutex<Option<Tensor>>,
+    /// Softmax probabilities `(B, H, T, T)`.
+    pub(crate) p: Tensor,
+    /// Heads `(B, H, T, dh)`: scaled queries, keys, values.
+    pub(crate) qh: Tensor,
+    pub(crate) kh: Tensor,
+    pub(crate) vh: Tensor,
+    /// The query scale `1/√dh`.
+    pub(crate) scale: f64,
+    /// `(B, T, H, dh)`.
+    pub(crate) dims: (usize, usize, usize, usize),
+}
+
+impl AttentionState {
+    /// The forward pass on detached inputs, with exactly the ops (and so the
+    /// floats) of [`composed::attention`]: head split, scaled scores,
+    /// softmax, weighted sum, and with `merge` the head merge as candle ops
+    /// (else the node's device forward merges). `(batch, tokens, heads)`.
+    pub(crate) fn forward(
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        (batch, tokens, heads): (usize, usize, usize),
+        merge: bool,
+    ) -> candle_core::Result<Self> {
+        let d = q.dim(1)?;
+        if heads == 0 || d % heads != 0 || q.dims() != [batch * tokens, d] {
+            bail!(
+                "attention: q {:?} is not {batch}·{tokens} tokens of {heads} heads",
+                q.dims()
+            )
+        }
+        let dh = d / heads;
+        let scale = 1.0 / (dh as f64).sqrt();
+        let split = |t: Tensor| -> candle_core::Result<Tensor> {
+            t.reshape((batch, tokens, heads, dh))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let qh = split(q.detach().affine(scale, 0.0)?)?;
+        let kh = split(k.detach())?;
+        let vh = split(v.detach())?;
+        let p = softmax_last(&qh.matmul(&kh.t()?)?)?;
+        let mut ctx = p.matmul(&vh)?;
+        if merge {
+            ctx = ctx
+                .transpose(1, 2)?
+                .reshape((batch * tokens, d))?
+                .contiguous()?;
+        }
+        Ok(Self {
+            ctx: std::sync::Mutex::new(Some(ctx)),
+            p,
+            qh,
+            kh,
+            vh,
+            scale,
+            dims: (batch, tokens, heads, dh),
+        })
+    }
+
+    /// The forward result, once (a second device forward is an error).
+    pub(crate) fn take_ctx(&self) -> candle_core::Result<Tensor> {
+        let ctx = self
+            .ctx
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("attention: poisoned lock".into()))?
+            .take();
+        match ctx {
+            Some(ctx) => Ok(ctx),
+            None => bail!("attention: the forward ran twice"),
+        }
+    }
 }
 
 /// Attention on the CPU as one autograd node. Composed from candle ops it is
@@ -232,22 +283,11 @@ pub(crate) fn attention(
 /// backward pass gives every node a zero-filled gradient buffer that the
 /// contributions are added into: sixteen such passes over the activations'
 /// size per block. Here the forward pass runs the composed ops on detached
-/// inputs and keeps what the backward needs; the backward is written out
-/// with the same ops on the same operands in the same layouts, so values and
-/// gradients are those of the composed version to the bit (tested).
-struct AttentionOp {
-    /// The context before the head merge, `(B, H, T, dh)`, handed to `cpu_fwd`.
-    ctx: std::sync::Mutex<Option<Tensor>>,
-    /// Softmax probabilities `(B, H, T, T)`.
-    p: Tensor,
-    /// Heads `(B, H, T, dh)`: scaled queries, keys, values.
-    qh: Tensor,
-    kh: Tensor,
-    vh: Tensor,
-    scale: f64,
-    /// `(B, T, H, dh)`.
-    dims: (usize, usize, usize, usize),
-}
+/// inputs and keeps what the backward needs ([`AttentionState`]); the
+/// backward is written out with the same ops on the same operands in the
+/// same layouts, so values and gradients are those of the composed version
+/// to the bit (tested).
+struct AttentionOp(AttentionState);
 
 impl CustomOp3 for AttentionOp {
     fn name(&self) -> &'static str {
@@ -263,15 +303,8 @@ impl CustomOp3 for AttentionOp {
         _: &CpuStorage,
         _: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let ctx = self
-            .ctx
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("attention: poisoned lock".into()))?
-            .take();
-        let Some(ctx) = ctx else {
-            bail!("attention: the forward ran twice")
-        };
-        let (b, t, h, dh) = self.dims;
+        let ctx = self.0.take_ctx()?;
+        let (b, t, h, dh) = self.0.dims;
         // The head merge `(B, H, T, dh) → (B·T, H·dh)`: one copy, as the
         // composed version's reshape of the transposed context.
         with_f32(&ctx, "attention context", |c| {
@@ -279,7 +312,7 @@ impl CustomOp3 for AttentionOp {
                 bail!(
                     "attention: context of {} values for {:?}",
                     c.len(),
-                    self.dims
+                    self.0.dims
                 )
             }
             let mut out = vec![0f32; c.len()];
@@ -308,27 +341,28 @@ impl CustomOp3 for AttentionOp {
         // node, minus its zero-filled buffers (adding to zero changes no
         // value): the same matmuls with the same operand layouts, so the
         // same floats.
-        let (b, t, h, dh) = self.dims;
+        let st = &self.0;
+        let (b, t, h, dh) = st.dims;
         let merge = |x: Tensor| -> candle_core::Result<Tensor> {
             x.transpose(1, 2)?.reshape((b * t, h * dh))
         };
         let g = grad.reshape((b, t, h, dh))?.transpose(1, 2)?.contiguous()?;
         // ctx = p·vh.
-        let dp = g.matmul(&self.vh.t()?)?;
+        let dp = g.matmul(&st.vh.t()?)?;
         let dv = if v.track_op() {
-            Some(merge(self.p.t()?.matmul(&g)?)?)
+            Some(merge(st.p.t()?.matmul(&g)?)?)
         } else {
             None
         };
         // p = softmax(s), s = qh·khᵀ.
-        let ds = softmax_grad_cpu(&self.p, &dp)?;
+        let ds = softmax_grad_cpu(&st.p, &dp)?;
         let dq = if q.track_op() {
-            Some(merge(ds.matmul(&self.kh)?)?.affine(self.scale, 0.0)?)
+            Some(merge(ds.matmul(&st.kh)?)?.affine(st.scale, 0.0)?)
         } else {
             None
         };
         let dk = if k.track_op() {
-            Some(merge(self.qh.t()?.matmul(&ds)?.t()?)?)
+            Some(merge(st.qh.t()?.matmul(&ds)?.t()?)?)
         } else {
             None
         };

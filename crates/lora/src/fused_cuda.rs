@@ -19,6 +19,8 @@
 
 use std::sync::OnceLock;
 
+use crate::fused::AttentionState;
+
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::WrapErr;
 use candle_core::cuda_backend::cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
@@ -514,22 +516,11 @@ impl CustomOp3 for LoraLinearOp {
 
 /// Multi-head attention from the projected `q`, `k`, `v` (`B·T × D`) to the
 /// context (`B·T × D`) as one autograd node: the forward pass runs on
-/// detached inputs (head split, scaled scores, softmax, weighted sum, head
-/// merge) and the node's backward is written out below, so candle keeps one
-/// gradient per input instead of one per intermediate (twelve of them, the
-/// `B·H·T·T` scores among them).
-struct AttentionOp {
-    /// The forward result, handed over once by `cuda_fwd`.
-    ctx: std::sync::Mutex<Option<Tensor>>,
-    /// Softmax probabilities `(B, H, T, T)`.
-    p: Tensor,
-    /// Heads `(B, H, T, dh)`: scaled queries, keys, values.
-    qh: Tensor,
-    kh: Tensor,
-    vh: Tensor,
-    scale: f64,
-    dims: (usize, usize, usize, usize),
-}
+/// detached inputs ([`AttentionState`]: head split, scaled scores, softmax,
+/// weighted sum, head merge) and the node's backward is written out below,
+/// so candle keeps one gradient per input instead of one per intermediate
+/// (twelve of them, the `B·H·T·T` scores among them).
+struct AttentionOp(AttentionState);
 
 impl CustomOp3 for AttentionOp {
     fn name(&self) -> &'static str {
@@ -557,14 +548,7 @@ impl CustomOp3 for AttentionOp {
         _: &CudaStorage,
         _: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
-        let ctx = self
-            .ctx
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("attention: poisoned lock".into()))?
-            .take();
-        let Some(ctx) = ctx else {
-            bail!("attention: the forward ran twice")
-        };
+        let ctx = self.0.take_ctx()?;
         let (storage, layout) = ctx.storage_and_layout();
         let Storage::Cuda(cs) = &*storage else {
             bail!("attention: the context is not on the gpu")
@@ -580,21 +564,23 @@ impl CustomOp3 for AttentionOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (b, t, h, dh) = self.dims;
-        let dtype = self.p.dtype();
+        let st = &self.0;
+        let (b, t, h, dh) = st.dims;
+        let dtype = st.p.dtype();
         let g = grad.reshape((b, t, h, dh))?.transpose(1, 2)?.contiguous()?;
-        let dv = self.p.t()?.matmul(&g)?;
-        let dp = g.matmul(&self.vh.t()?)?;
-        let ds = softmax_grad(&self.p.to_dtype(DType::F32)?, &dp.to_dtype(DType::F32)?)?
+        let dv = st.p.t()?.matmul(&g)?;
+        let dp = g.matmul(&st.vh.t()?)?;
+        let ds = softmax_grad(&st.p.to_dtype(DType::F32)?, &dp.to_dtype(DType::F32)?)?
             .to_dtype(dtype)?;
-        let dq = ds.matmul(&self.kh)?.affine(self.scale, 0.0)?;
-        let dk = ds.t()?.matmul(&self.qh)?;
+        let dq = ds.matmul(&st.kh)?.affine(st.scale, 0.0)?;
+        let dk = ds.t()?.matmul(&st.qh)?;
         let merge = |x: Tensor| -> Result<Tensor> { x.transpose(1, 2)?.reshape((b * t, h * dh)) };
         Ok((Some(merge(dq)?), Some(merge(dk)?), Some(merge(dv)?)))
     }
 }
 
-/// Attention on the GPU as one node (see [`AttentionOp`]).
+/// Attention on the GPU as one node (see [`AttentionOp`]); the shapes are
+/// checked by [`AttentionState::forward`].
 pub(crate) fn attention(
     q: &Tensor,
     k: &Tensor,
@@ -602,36 +588,10 @@ pub(crate) fn attention(
     batch: usize,
     tokens: usize,
     heads: usize,
-    softmax: impl Fn(&Tensor) -> Result<Tensor>,
 ) -> Result<Tensor> {
-    let d = q.dim(1)?;
-    let dh = d / heads;
-    let scale = 1.0 / (dh as f64).sqrt();
-    let split = |t: Tensor| -> Result<Tensor> {
-        t.reshape((batch, tokens, heads, dh))?
-            .transpose(1, 2)?
-            .contiguous()
-    };
-    let qh = split(q.detach().affine(scale, 0.0)?)?;
-    let kh = split(k.detach())?;
-    let vh = split(v.detach())?;
-    let p = softmax(&qh.matmul(&kh.t()?)?)?;
-    let ctx = p
-        .matmul(&vh)?
-        .transpose(1, 2)?
-        .reshape((batch * tokens, d))?
-        .contiguous()?;
-    let op = AttentionOp {
-        ctx: std::sync::Mutex::new(Some(ctx)),
-        p,
-        qh,
-        kh,
-        vh,
-        scale,
-        dims: (batch, tokens, heads, dh),
-    };
+    let state = AttentionState::forward(q, k, v, (batch, tokens, heads), true)?;
     q.contiguous()?
-        .apply_op3(&k.contiguous()?, &v.contiguous()?, op)
+        .apply_op3(&k.contiguous()?, &v.contiguous()?, AttentionOp(state))
 }
 
 /// The backward passes as custom ops of their own (no backward of theirs):
