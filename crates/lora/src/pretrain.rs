@@ -234,7 +234,10 @@ pub struct CachedBackbone {
 /// [`pretrain`] with a cache: the weights live in
 /// `cache_dir/pretrain-<first 32 hex digits of the key>.safetensors`
 /// (key: [`pretrain_cache_key`]). A hit loads them; a miss trains and writes
-/// the file atomically (temporary file, then rename).
+/// the file atomically and without replacing anything: a temporary file of
+/// its own, then a hard link to the cache path. Concurrent misses of one key
+/// (threads or processes) each train; the first to finish writes the file,
+/// the others check it as a hit would and return their own (equal) weights.
 ///
 /// Policy for a bad file: an existing file at the cache path that does not
 /// parse, is truncated, was not written by us, or records another key is an
@@ -268,29 +271,54 @@ pub fn cached_pretrain(
         (META_FINAL_LOSS.to_owned(), out.final_loss.to_string()),
     ]);
     let bytes = out.backbone.to_safetensors_bytes(&meta)?;
-    let tmp = cache_dir.join(format!(
-        ".pretrain-{}.tmp-{}",
-        &key[..32],
-        std::process::id()
-    ));
-    let io = |source| LoraError::Io {
-        path: tmp.clone(),
-        source,
-    };
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all(&bytes).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    drop(f);
-    std::fs::rename(&tmp, &path).map_err(|source| LoraError::Io {
+    let written = write_new(&path, &bytes).map_err(|source| LoraError::Io {
         path: path.clone(),
         source,
     })?;
+    if !written {
+        // Another run (a thread or a process) trained the same key and
+        // wrote it first. Its file is checked as a hit would be, so a bad
+        // file there is still an error, and ours is dropped.
+        load_cached(config, &path, &key)?;
+    }
     Ok(CachedBackbone {
         backbone: out.backbone,
         path,
         from_cache: false,
         final_loss: out.final_loss,
     })
+}
+
+/// Writes `bytes` to `path` only where no file is there yet, and returns
+/// whether it did. The bytes go to a temporary file named for this process
+/// and this call (so concurrent writers, threads of one process included,
+/// never share one), are synced, and are then hard-linked to `path`: unlike a
+/// rename, a link fails rather than replace a file that appeared meanwhile.
+/// On a filesystem without hard links it falls back to a rename after a
+/// check for `path` (a narrow window remains there). The temporary file is
+/// removed in every case.
+fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp-{}-{call}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create_new(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        match std::fs::hard_link(&tmp, path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(_) if path.exists() => Ok(false),
+            Err(_) => std::fs::rename(&tmp, path).map(|()| true),
+        }
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    result
 }
 
 fn load_cached(config: &VitConfig, path: &Path, key: &str) -> Result<CachedBackbone> {
@@ -321,4 +349,62 @@ fn load_cached(config: &VitConfig, path: &Path, key: &str) -> Result<CachedBackb
         from_cache: true,
         final_loss,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::write_new;
+
+    fn dir(tag: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("wflora-write-new-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn entries(d: &std::path::Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn write_new_never_replaces_a_file() {
+        let d = dir("keep");
+        let path = d.join("pretrain-x.safetensors");
+        assert!(write_new(&path, b"first").unwrap());
+        assert!(!write_new(&path, b"second").unwrap());
+        assert_eq!(std::fs::read(&path).unwrap(), b"first");
+        assert_eq!(entries(&d), ["pretrain-x.safetensors"]);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn concurrent_writers_of_one_path_all_return_and_one_writes() {
+        // Threads of one process, released together: a rename over the
+        // target (the old way) lets every one of them report a write.
+        let d = dir("race");
+        let path = d.join("pretrain-y.safetensors");
+        let n = 8;
+        let barrier = std::sync::Barrier::new(n);
+        let bytes = vec![7u8; 1 << 20];
+        let wrote: Vec<bool> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..n)
+                .map(|_| {
+                    s.spawn(|| {
+                        barrier.wait();
+                        write_new(&path, &bytes).unwrap()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(wrote.iter().filter(|w| **w).count(), 1, "{wrote:?}");
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
+        assert_eq!(entries(&d), ["pretrain-y.safetensors"]);
+        let _ = std::fs::remove_dir_all(&d);
+    }
 }

@@ -155,3 +155,45 @@ fn cache_hit_returns_identical_weights_and_bad_files_are_errors() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn concurrent_misses_of_one_key_all_succeed() {
+    let cfg = small_config();
+    let (imgs, labels) = synthetic(&cfg, 32, 3, 23);
+    let data = Batch::new(&imgs, &labels, shape(&cfg, 32)).unwrap();
+    let sched = PretrainSchedule {
+        steps: 4,
+        warmup_steps: 1,
+        ..schedule()
+    };
+    let dir = temp_dir("race");
+    let barrier = std::sync::Barrier::new(3);
+    let runs: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..3)
+            .map(|_| {
+                s.spawn(|| {
+                    barrier.wait();
+                    cached_pretrain(&dir, &cfg, &data, &sched, 1)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let runs: Vec<_> = runs.into_iter().map(|r| r.unwrap()).collect();
+    // One file, no temporary left behind, and every run's weights equal to
+    // what a later hit reads.
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    let hit = cached_pretrain(&dir, &cfg, &data, &sched, 1).unwrap();
+    assert!(hit.from_cache);
+    for run in &runs {
+        assert_eq!(run.path, hit.path);
+        for ((n1, t1), (_, t2)) in run.backbone.iter().zip(hit.backbone.iter()) {
+            assert_eq!(flat(t1), flat(t2), "{n1}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
