@@ -20,7 +20,9 @@ matmul pool at N threads; PyTorch always uses its intra-op pool
 `just bench-peer` installs PyTorch into .venv-peer and runs this. The Rust
 side is `cargo bench -p wflora-lora --bench peer` (built once here, then run
 as a subprocess between PyTorch runs). Prints a table and writes
-bench/results/peer.json. Ratio > 1 means wflora is faster.
+bench/results/peer.json (an existing file only with --replace). Ratio > 1
+means wflora is faster: the ratio of the two sides' medians, and the ratios
+of the runs paired by round (their median, range and sign count).
 
 On a GPU (`--device cuda`): the Rust side is a prebuilt binary
 (`just build-cuda` makes target-cuda/peer-cuda; pass it with --wflora-bin),
@@ -226,6 +228,22 @@ def rust_side(exe, shape, threads, device="cpu", dtype="f32", batch=None, check=
     return res
 
 
+def paired(ours, theirs):
+    """Ratios of the two sides' runs taken next to each other (round i: ours
+    then PyTorch), which cancels the machine's slow drift that the ratio of
+    the two medians does not. The range of n such ratios covers their median
+    with probability 1 - 2^(1-n) whatever their distribution (order
+    statistics: it misses only when all n fall on one side); `wins` counts
+    the rounds where ours was faster, and `sign_test_p` is the probability of
+    at least that many under a coin toss (the one-sided sign test)."""
+    ratios = [o["img_s_median"] / t["img_s_median"] for o, t in zip(ours, theirs)]
+    n = len(ratios)
+    wins = sum(r > 1.0 for r in ratios)
+    return {"ratios": ratios, "median": statistics.median(ratios), "min": min(ratios), "max": max(ratios),
+            "range_coverage": 1.0 - 2.0 ** (1 - n), "wins": wins,
+            "sign_test_p": sum(math.comb(n, k) for k in range(wins, n + 1)) / 2 ** n}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
@@ -241,7 +259,10 @@ def main():
                          "own threads (TrainOptions::shards, candle's pool off), candle's intra-op pool, or both "
                          "(two rows per shape)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "peer.json"))
+    ap.add_argument("--replace", action="store_true", help="overwrite --out if it exists")
     args = ap.parse_args()
+    if Path(args.out).exists() and not args.replace:
+        sys.exit(f"bench-peer: --out {args.out} exists; pass --replace to overwrite it, or another --out")
     shapes = args.shapes.split(",")
     for s in shapes:
         if s not in SHAPES:
@@ -272,11 +293,17 @@ def main():
             t = statistics.median(r["img_s_median"] for r in theirs)
             for m in modes:
                 o = statistics.median(r["img_s_median"] for r in ours[m])
+                p = paired(ours[m], theirs)
                 rows.append({"shape": s, "image": SHAPES[s][1], "batch": batch, "threads": args.threads,
                              "parallel": m, "device": args.device, "dtype": d,
-                             "wflora_img_s": o, "pytorch_img_s": t, "ratio": o / t, "runs": ours[m] + theirs})
+                             "wflora_img_s": o, "pytorch_img_s": t, "ratio": o / t, "paired": p,
+                             "runs": ours[m] + theirs})
                 print(f"{s:>8} {SHAPES[s][1]:>4}px batch {batch:>2} {args.device} {d:>4} ({m}): wflora {o:9.1f} "
                       f"img/s, PyTorch {t:9.1f} img/s, ratio {o / t:5.2f}", flush=True)
+                print(f"{'':>8} paired by round: ratios {', '.join(f'{r:.2f}' for r in p['ratios'])}; median "
+                      f"{p['median']:.2f}, range {p['min']:.2f}-{p['max']:.2f} (a {100 * p['range_coverage']:.1f}% "
+                      f"interval for the median ratio); ours faster in {p['wins']} of {len(p['ratios'])} "
+                      f"(one-sided sign test p = {p['sign_test_p']:.3f})", flush=True)
             last = ours[modes[-1]][-1]
             if "fwd_ms" in last and "fwd_ms" in theirs[-1]:
                 print(f"{'':>8} forward / forward+backward ms: wflora {last['fwd_ms']:.1f} / "

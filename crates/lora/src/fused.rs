@@ -19,7 +19,10 @@
 //!
 //! The GELU's `erf` and the `expf` of the GELU's backward pass and of the
 //! softmax run vectorised with the scalar functions' bits (`erf.rs`,
-//! `expf.rs`). The kernels take `f32` input (made contiguous by the
+//! `expf.rs`). LayerNorm works on eight rows at a time, one accumulator per
+//! row, so the rows' sequential `f32` sums overlap while each row adds the
+//! same terms in the same order (the floats of one row at a time, to the
+//! bit: `blocked_layer_norm_is_rowwise_to_the_bit`). The kernels take `f32` input (made contiguous by the
 //! wrappers) and are tested against the composed versions, values and
 //! gradients.
 //!
@@ -421,13 +424,7 @@ impl CustomOp3 for LayerNormOp {
         if d == 0 || b.len() != d || x.len() % d != 0 {
             bail!("layer norm: shapes x {:?}, w {d}, b {}", l1.dims(), b.len())
         }
-        let mut y = vec![0f32; x.len()];
-        for (xr, yr) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)) {
-            let (mean, rstd) = moments(xr, self.eps);
-            for i in 0..d {
-                yr[i] = (xr[i] - mean) * rstd * w[i] + b[i];
-            }
-        }
+        let y = layer_norm_fwd(x, w, b, self.eps);
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -484,6 +481,71 @@ impl CustomOp3 for LayerNormOp {
     }
 }
 
+/// Rows of a LayerNorm handled together on the CPU.
+///
+/// A row's mean, variance and the two sums of its backward pass are
+/// sequential `f32` additions: each waits for the one before it, so one row
+/// at a time runs at the adder's latency, not its throughput. A block keeps
+/// one accumulator per row and interleaves the rows' additions. Every row
+/// still adds the same terms in the same order, starting from the same zero,
+/// so the floats are those of one row at a time to the bit
+/// (`blocked_layer_norm_is_rowwise_to_the_bit`); only independent chains
+/// overlap.
+const LN_BLOCK: usize = 8;
+
+/// Mean and `1/sqrt(var + eps)` of each of the `R` rows of width `d` in `x`
+/// (two passes, for accuracy). Each row's sums are `Iterator::sum`'s: from
+/// `-0.0`, in index order.
+#[allow(clippy::needless_range_loop)] // `i` walks a column across the R rows: the interleaving is the point
+fn moments_block<const R: usize>(x: &[f32], d: usize, eps: f32) -> ([f32; R], [f32; R]) {
+    let rows: [&[f32]; R] = std::array::from_fn(|l| &x[l * d..(l + 1) * d]);
+    let n = d as f32;
+    let mut sum = [-0.0f32; R];
+    for i in 0..d {
+        for l in 0..R {
+            sum[l] += rows[l][i];
+        }
+    }
+    let mean = sum.map(|s| s / n);
+    let mut sq = [-0.0f32; R];
+    for i in 0..d {
+        for l in 0..R {
+            let c = rows[l][i] - mean[l];
+            sq[l] += c * c;
+        }
+    }
+    let rstd = std::array::from_fn(|l| 1.0 / (sq[l] / n + eps).sqrt());
+    (mean, rstd)
+}
+
+/// LayerNorm's forward pass over rows of width `w.len()` (which divides
+/// `x.len()`), [`LN_BLOCK`] rows at a time.
+fn layer_norm_fwd(x: &[f32], w: &[f32], b: &[f32], eps: f32) -> Vec<f32> {
+    let d = w.len();
+    let mut y = vec![0f32; x.len()];
+    let mut xs = x.chunks_exact(LN_BLOCK * d);
+    let mut ys = y.chunks_exact_mut(LN_BLOCK * d);
+    for (xb, yb) in (&mut xs).zip(&mut ys) {
+        layer_norm_fwd_block::<LN_BLOCK>(xb, w, b, yb, eps);
+    }
+    let (xr, yr) = (xs.remainder(), ys.into_remainder());
+    for (xb, yb) in xr.chunks_exact(d).zip(yr.chunks_exact_mut(d)) {
+        layer_norm_fwd_block::<1>(xb, w, b, yb, eps);
+    }
+    y
+}
+
+/// LayerNorm's forward pass over `R` rows (`x`, `y`: `R·d` values).
+fn layer_norm_fwd_block<const R: usize>(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], eps: f32) {
+    let d = w.len();
+    let (mean, rstd) = moments_block::<R>(x, d, eps);
+    for (l, (xr, yr)) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)).enumerate() {
+        for i in 0..d {
+            yr[i] = (xr[i] - mean[l]) * rstd[l] * w[i] + b[i];
+        }
+    }
+}
+
 /// `(dx, dw, db)` of LayerNorm for rows of width `d`.
 fn layer_norm_bwd(
     xv: &[f32],
@@ -495,37 +557,71 @@ fn layer_norm_bwd(
     let mut dx = vec![0f32; xv.len()];
     let mut dw = vec![0f32; d];
     let mut db = vec![0f32; d];
-    let mut xhat = vec![0f32; d];
-    let mut gxhat = vec![0f32; d];
-    for ((xr, gr), dxr) in xv
-        .chunks_exact(d)
-        .zip(gv.chunks_exact(d))
-        .zip(dx.chunks_exact_mut(d))
+    let mut scratch = vec![0f32; 2 * LN_BLOCK * d];
+    let step = LN_BLOCK * d;
+    let full = xv.len() / step * step;
+    let mut grads = (dw.as_mut_slice(), db.as_mut_slice());
+    for ((xb, gb), dxb) in xv[..full]
+        .chunks_exact(step)
+        .zip(gv[..full].chunks_exact(step))
+        .zip(dx[..full].chunks_exact_mut(step))
     {
-        let (mean, rstd) = moments(xr, eps);
-        let (mut m1, mut m2) = (0f32, 0f32);
-        for i in 0..d {
-            xhat[i] = (xr[i] - mean) * rstd;
-            gxhat[i] = gr[i] * wv[i];
-            m1 += gxhat[i];
-            m2 += gxhat[i] * xhat[i];
-            dw[i] += gr[i] * xhat[i];
-            db[i] += gr[i];
-        }
-        let (m1, m2) = (m1 / d as f32, m2 / d as f32);
-        for i in 0..d {
-            dxr[i] = rstd * (gxhat[i] - m1 - xhat[i] * m2);
-        }
+        layer_norm_bwd_block::<LN_BLOCK>(xb, wv, gb, dxb, &mut grads, &mut scratch, eps);
+    }
+    for ((xr, gr), dxr) in xv[full..]
+        .chunks_exact(d)
+        .zip(gv[full..].chunks_exact(d))
+        .zip(dx[full..].chunks_exact_mut(d))
+    {
+        layer_norm_bwd_block::<1>(xr, wv, gr, dxr, &mut grads, &mut scratch, eps);
     }
     (dx, dw, db)
 }
 
-/// Mean and `1/sqrt(var + eps)` of a row (two passes, for accuracy).
-fn moments(x: &[f32], eps: f32) -> (f32, f32) {
-    let n = x.len() as f32;
-    let mean = x.iter().sum::<f32>() / n;
-    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
-    (mean, 1.0 / (var + eps).sqrt())
+/// LayerNorm's backward pass over `R` rows: writes their `dx` and adds
+/// their contributions to `dw`, `db` in row order. `scratch` holds at least
+/// `2·R·d` values.
+fn layer_norm_bwd_block<const R: usize>(
+    x: &[f32],
+    w: &[f32],
+    g: &[f32],
+    dx: &mut [f32],
+    (dw, db): &mut (&mut [f32], &mut [f32]),
+    scratch: &mut [f32],
+    eps: f32,
+) {
+    let d = w.len();
+    let (mean, rstd) = moments_block::<R>(x, d, eps);
+    let (xhat, gxhat) = scratch[..2 * R * d].split_at_mut(R * d);
+    for l in 0..R {
+        let rows = l * d..(l + 1) * d;
+        let (xr, gr) = (&x[rows.clone()], &g[rows.clone()]);
+        let (xh, gh) = (&mut xhat[rows.clone()], &mut gxhat[rows]);
+        for i in 0..d {
+            xh[i] = (xr[i] - mean[l]) * rstd[l];
+            gh[i] = gr[i] * w[i];
+        }
+    }
+    // Each row's two sums from +0.0, interleaved across the rows.
+    let (mut m1, mut m2) = ([0f32; R], [0f32; R]);
+    let xh: [&[f32]; R] = std::array::from_fn(|l| &xhat[l * d..(l + 1) * d]);
+    let gh: [&[f32]; R] = std::array::from_fn(|l| &gxhat[l * d..(l + 1) * d]);
+    for i in 0..d {
+        for l in 0..R {
+            m1[l] += gh[l][i];
+            m2[l] += gh[l][i] * xh[l][i];
+        }
+    }
+    for l in 0..R {
+        let rows = l * d..(l + 1) * d;
+        let (gr, dxr) = (&g[rows.clone()], &mut dx[rows]);
+        let (m1, m2) = (m1[l] / d as f32, m2[l] / d as f32);
+        for i in 0..d {
+            dxr[i] = rstd[l] * (gh[l][i] - m1 - xh[l][i] * m2);
+            dw[i] += gr[i] * xh[l][i];
+            db[i] += gr[i];
+        }
+    }
 }
 
 /// Fused LayerNorm over the last dimension with a hand-written backward.
@@ -867,6 +963,115 @@ mod tests {
         for v in [&x, &w, &b] {
             let d = max_diff(g1.get(v).unwrap(), g2.get(v).unwrap());
             assert!(d < 1e-4, "{d}");
+        }
+    }
+
+    /// The reference for the blocked LayerNorm: one row at a time, as the
+    /// kernels were written before `LN_BLOCK` (and as `Iterator::sum` adds).
+    fn layer_norm_rowwise(x: &[f32], w: &[f32], b: &[f32], g: &[f32], eps: f32) -> [Vec<f32>; 4] {
+        let d = w.len();
+        let moments = |r: &[f32]| {
+            let n = d as f32;
+            let mean = r.iter().sum::<f32>() / n;
+            let var = r.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+            (mean, 1.0 / (var + eps).sqrt())
+        };
+        let (mut y, mut dx) = (vec![0f32; x.len()], vec![0f32; x.len()]);
+        let (mut dw, mut db) = (vec![0f32; d], vec![0f32; d]);
+        for (r, ((xr, gr), (yr, dxr))) in x
+            .chunks_exact(d)
+            .zip(g.chunks_exact(d))
+            .zip(y.chunks_exact_mut(d).zip(dx.chunks_exact_mut(d)))
+            .enumerate()
+        {
+            let (mean, rstd) = moments(xr);
+            let (mut m1, mut m2) = (0f32, 0f32);
+            let (mut xhat, mut gxhat) = (vec![0f32; d], vec![0f32; d]);
+            for i in 0..d {
+                yr[i] = (xr[i] - mean) * rstd * w[i] + b[i];
+                xhat[i] = (xr[i] - mean) * rstd;
+                gxhat[i] = gr[i] * w[i];
+                m1 += gxhat[i];
+                m2 += gxhat[i] * xhat[i];
+                dw[i] += gr[i] * xhat[i];
+                db[i] += gr[i];
+            }
+            let (m1, m2) = (m1 / d as f32, m2 / d as f32);
+            for i in 0..d {
+                dxr[i] = rstd * (gxhat[i] - m1 - xhat[i] * m2);
+            }
+            let _ = r;
+        }
+        [y, dx, dw, db]
+    }
+
+    fn assert_blocked_equals_rowwise(x: &[f32], w: &[f32], b: &[f32], g: &[f32], eps: f32) {
+        let d = w.len();
+        let y = layer_norm_fwd(x, w, b, eps);
+        let (dx, dw, db) = layer_norm_bwd(x, w, g, d, eps);
+        let want = layer_norm_rowwise(x, w, b, g, eps);
+        for (name, got, want) in [
+            ("y", &y, &want[0]),
+            ("dx", &dx, &want[1]),
+            ("dw", &dw, &want[2]),
+            ("db", &db, &want[3]),
+        ] {
+            assert_eq!(got.len(), want.len(), "{name}");
+            for (k, (a, e)) in got.iter().zip(want).enumerate() {
+                // Bit patterns: -0.0 against 0.0 and NaN payloads count.
+                assert_eq!(
+                    a.to_bits(),
+                    e.to_bits(),
+                    "{name}[{k}] {a} vs {e} (width {d}, {} rows)",
+                    x.len() / d
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn blocked_layer_norm_is_rowwise_to_the_bit() {
+        let mut rng = StdRng::seed_from_u64(11);
+        // Rows below, at and above multiples of the block; widths from 1 to a ViT's.
+        for rows in [1, 2, 7, 8, 9, 15, 16, 17, 33] {
+            for d in [1, 2, 3, 8, 63, 384] {
+                let n = rows * d;
+                let mut x: Vec<f32> = (0..n).map(|_| rng.random_range(-3.0..3.0)).collect();
+                // Rows whose sums meet signed zeros, constants and a wide range of scales.
+                if rows > 2 {
+                    x[..d].fill(-0.0);
+                    x[d..2 * d].fill(0.5);
+                }
+                if rows > 8 {
+                    for (i, v) in x[8 * d..9 * d].iter_mut().enumerate() {
+                        *v = if i % 2 == 0 { 1e30 } else { -1e-30 };
+                    }
+                }
+                let w: Vec<f32> = (0..d).map(|_| rng.random_range(-2.0..2.0)).collect();
+                let b: Vec<f32> = (0..d).map(|_| rng.random_range(-2.0..2.0)).collect();
+                let mut g: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
+                g[..d].fill(-0.0);
+                assert_blocked_equals_rowwise(&x, &w, &b, &g, 1e-6);
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn blocked_layer_norm_is_rowwise_for_any_input(
+            rows in 1usize..20,
+            d in 1usize..40,
+            seed in 0u64..u64::MAX,
+            scale in -20i32..20,
+            eps in proptest::sample::select(vec![1e-12f32, 1e-6, 1e-5, 0.1]),
+        ) {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let s = 2f32.powi(scale);
+            let x: Vec<f32> = (0..rows * d).map(|_| s * rng.random_range(-1.0f32..1.0)).collect();
+            let w: Vec<f32> = (0..d).map(|_| rng.random_range(-2.0..2.0)).collect();
+            let b: Vec<f32> = (0..d).map(|_| rng.random_range(-2.0..2.0)).collect();
+            let g: Vec<f32> = (0..rows * d).map(|_| s * rng.random_range(-1.0f32..1.0)).collect();
+            assert_blocked_equals_rowwise(&x, &w, &b, &g, eps);
         }
     }
 
