@@ -9,7 +9,7 @@ on q and v with B = 0 at the start, frozen backbone, AdamW on the LoRA factors
 and the head; forward + backward + optimiser step on a fixed random batch.
 
     python3 bench/peer.py [--threads 2] [--shapes tiny,vit-s14,vit-b16] [--rounds 2]
-                          [--parallel shards|intra-op|both]
+                          [--parallel shards|intra-op|both] [--phases] [--out F [--replace]]
 
 With --threads N > 1 on the CPU our side splits each batch into N shards
 trained on their own threads (TrainOptions::shards, one candle thread each;
@@ -61,7 +61,7 @@ SHAPES = {
 RANK, ALPHA, CLASSES = 16, 32.0, 10
 
 
-def torch_side(shape, threads, device="cpu", dtype="f32", batch=None):
+def torch_side(shape, threads, device="cpu", dtype="f32", batch=None, phases=False):
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
@@ -166,7 +166,7 @@ def torch_side(shape, threads, device="cpu", dtype="f32", batch=None):
     res = {"impl": "pytorch", "torch": torch.__version__, "shape": shape, "image": image,
            "batch": batch, "device": device, "dtype": dtype,
            "img_s_median": statistics.median(rates), "img_s_best": rates[-1]}
-    if device == "cuda":
+    if device == "cuda" or phases:
         # where a step's time goes: forward alone, forward + backward
         def timed(f):
             f()
@@ -199,7 +199,8 @@ def rust_binary():
     sys.exit("bench-peer: cargo built no `peer` bench executable")
 
 
-def rust_side(exe, shape, threads, device="cpu", dtype="f32", batch=None, check=False, parallel="intra-op"):
+def rust_side(exe, shape, threads, device="cpu", dtype="f32", batch=None, check=False, parallel="intra-op",
+              phases=False):
     preset, image, shape_batch, steps, runs = SHAPES[shape]
     batch = batch or shape_batch
     if device == "cuda":
@@ -211,7 +212,7 @@ def rust_side(exe, shape, threads, device="cpu", dtype="f32", batch=None, check=
                PEER_SHAPE=preset, PEER_IMAGE=str(image),
                PEER_BATCH=str(batch), PEER_STEPS=str(steps), PEER_RUNS=str(runs), PEER_WARMUP="2",
                PEER_DEVICE=device, PEER_DTYPE=dtype, PEER_CHECK="1" if check else "0",
-               PEER_PHASES="1" if device == "cuda" else "0",
+               PEER_PHASES="1" if device == "cuda" or phases else "0",
                GLIBC_TUNABLES="glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824"
                               ":glibc.malloc.arena_max=1")
     proc = subprocess.run([exe], env=env, capture_output=True, text=True)
@@ -258,6 +259,9 @@ def main():
                     help="how our side uses --threads on the CPU: the batch split into that many shards on their "
                          "own threads (TrainOptions::shards, candle's pool off), candle's intra-op pool, or both "
                          "(two rows per shape)")
+    ap.add_argument("--phases", action="store_true",
+                    help="also time a forward pass and a forward + backward pass on each side (always on cuda); "
+                         "ours times the whole batch without shards, so compare them at --threads 1")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "peer.json"))
     ap.add_argument("--replace", action="store_true", help="overwrite --out if it exists")
     args = ap.parse_args()
@@ -287,9 +291,9 @@ def main():
             batch = args.batch or SHAPES[s][2]
             for _ in range(args.rounds):
                 for m in modes:
-                    ours[m].append(rust_side(exe, s, args.threads, args.device, d, batch, check, m))
+                    ours[m].append(rust_side(exe, s, args.threads, args.device, d, batch, check, m, args.phases))
                     check = False
-                theirs.append(torch_side(s, args.threads, args.device, d, batch))
+                theirs.append(torch_side(s, args.threads, args.device, d, batch, args.phases))
             t = statistics.median(r["img_s_median"] for r in theirs)
             for m in modes:
                 o = statistics.median(r["img_s_median"] for r in ours[m])
