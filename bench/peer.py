@@ -232,8 +232,8 @@ def rust_side(exe, shape, threads, device="cpu", dtype="f32", batch=None, check=
 def paired(ours, theirs):
     """Ratios of the two sides' runs taken next to each other (round i: ours
     then PyTorch), which cancels the machine's slow drift that the ratio of
-    the two medians does not. The range of n such ratios covers their median
-    with probability 1 - 2^(1-n) whatever their distribution (order
+    the two medians does not. The range of n such ratios covers the median of
+    their distribution with probability 1 - 2^(1-n), whatever it is (order
     statistics: it misses only when all n fall on one side); `wins` counts
     the rounds where ours was faster, and `sign_test_p` is the probability of
     at least that many under a coin toss (the one-sided sign test)."""
