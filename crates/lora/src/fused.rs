@@ -22,9 +22,9 @@
 //! `expf.rs`). LayerNorm works on eight rows at a time, one accumulator per
 //! row, so the rows' sequential `f32` sums overlap while each row adds the
 //! same terms in the same order (the floats of one row at a time, to the
-//! bit: `blocked_layer_norm_is_rowwise_to_the_bit`). The kernels take `f32` input (made contiguous by the
-//! wrappers) and are tested against the composed versions, values and
-//! gradients.
+//! bit: `blocked_layer_norm_is_rowwise_to_the_bit`). The kernels take `f32`
+//! input (made contiguous by the wrappers) and are tested against the
+//! composed versions, values and gradients.
 //!
 //! On a CUDA device (feature `cuda`) the frozen linear map keeps its
 //! input-gradient-only backward (its forward is the device's own matmul),
@@ -978,11 +978,10 @@ mod tests {
         };
         let (mut y, mut dx) = (vec![0f32; x.len()], vec![0f32; x.len()]);
         let (mut dw, mut db) = (vec![0f32; d], vec![0f32; d]);
-        for (r, ((xr, gr), (yr, dxr))) in x
+        for ((xr, gr), (yr, dxr)) in x
             .chunks_exact(d)
             .zip(g.chunks_exact(d))
             .zip(y.chunks_exact_mut(d).zip(dx.chunks_exact_mut(d)))
-            .enumerate()
         {
             let (mean, rstd) = moments(xr);
             let (mut m1, mut m2) = (0f32, 0f32);
@@ -1000,7 +999,6 @@ mod tests {
             for i in 0..d {
                 dxr[i] = rstd * (gxhat[i] - m1 - xhat[i] * m2);
             }
-            let _ = r;
         }
         [y, dx, dw, db]
     }
