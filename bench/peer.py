@@ -265,6 +265,8 @@ def main():
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "peer.json"))
     ap.add_argument("--replace", action="store_true", help="overwrite --out if it exists")
     args = ap.parse_args()
+    if args.rounds < 1:
+        sys.exit(f"bench-peer: --rounds {args.rounds}: expected at least 1")
     if Path(args.out).exists() and not args.replace:
         sys.exit(f"bench-peer: --out {args.out} exists; pass --replace to overwrite it, or another --out")
     shapes = args.shapes.split(",")

@@ -523,14 +523,16 @@ fn moments_block<const R: usize>(x: &[f32], d: usize, eps: f32) -> ([f32; R], [f
 fn layer_norm_fwd(x: &[f32], w: &[f32], b: &[f32], eps: f32) -> Vec<f32> {
     let d = w.len();
     let mut y = vec![0f32; x.len()];
-    let mut xs = x.chunks_exact(LN_BLOCK * d);
-    let mut ys = y.chunks_exact_mut(LN_BLOCK * d);
-    for (xb, yb) in (&mut xs).zip(&mut ys) {
+    let step = LN_BLOCK * d;
+    let full = x.len() / step * step;
+    for (xb, yb) in x[..full]
+        .chunks_exact(step)
+        .zip(y[..full].chunks_exact_mut(step))
+    {
         layer_norm_fwd_block::<LN_BLOCK>(xb, w, b, yb, eps);
     }
-    let (xr, yr) = (xs.remainder(), ys.into_remainder());
-    for (xb, yb) in xr.chunks_exact(d).zip(yr.chunks_exact_mut(d)) {
-        layer_norm_fwd_block::<1>(xb, w, b, yb, eps);
+    for (xr, yr) in x[full..].chunks_exact(d).zip(y[full..].chunks_exact_mut(d)) {
+        layer_norm_fwd_block::<1>(xr, w, b, yr, eps);
     }
     y
 }
