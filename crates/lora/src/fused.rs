@@ -16,6 +16,8 @@
 //!   the same operands, so its floats are the composed version's to the bit;
 //!   what goes is candle's zero-filled gradient buffer per node (for ViT-B/16
 //!   at 224×224 most of them the size of the `B·H·T·T` scores).
+//! * A whole pre-norm block (`fused_block.rs`) is one node on a frozen
+//!   backbone, built from the kernels here with the same floats.
 //!
 //! The GELU's `erf` and the `expf` of the GELU's backward pass and of the
 //! softmax run vectorised with the scalar functions' bits (`erf.rs`,
@@ -268,15 +270,23 @@ impl AttentionState {
 
     /// The forward result, once (a second device forward is an error).
     pub(crate) fn take_ctx(&self) -> candle_core::Result<Tensor> {
-        let ctx = self
-            .ctx
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("attention: poisoned lock".into()))?
-            .take();
-        match ctx {
-            Some(ctx) => Ok(ctx),
-            None => bail!("attention: the forward ran twice"),
-        }
+        take_once(&self.ctx, "attention")
+    }
+}
+
+/// What a node's forward pass computed ahead of its device forward, handed
+/// over once: a second device forward of the same node is an error.
+pub(crate) fn take_once<T>(
+    slot: &std::sync::Mutex<Option<T>>,
+    what: &str,
+) -> candle_core::Result<T> {
+    let value = slot
+        .lock()
+        .map_err(|_| candle_core::Error::Msg(format!("{what}: poisoned lock")))?
+        .take();
+    match value {
+        Some(value) => Ok(value),
+        None => bail!("{what}: the forward ran twice"),
     }
 }
 
@@ -306,16 +316,39 @@ impl CustomOp3 for AttentionOp {
         _: &CpuStorage,
         _: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let ctx = self.0.take_ctx()?;
         let (b, t, h, dh) = self.0.dims;
-        // The head merge `(B, H, T, dh) → (B·T, H·dh)`: one copy, as the
-        // composed version's reshape of the transposed context.
+        let out = self.0.take_merged_ctx()?;
+        Ok((CpuStorage::F32(out), Shape::from((b * t, h * dh))))
+    }
+
+    fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let [dq, dk, dv] = self
+            .0
+            .backward(grad, [q.track_op(), k.track_op(), v.track_op()])?;
+        Ok((dq, dk, dv))
+    }
+}
+
+impl AttentionState {
+    /// The context merged to `(B·T, D)` (row `b·T + t`, heads side by side),
+    /// once: one copy, as the composed version's reshape of the transposed
+    /// context.
+    pub(crate) fn take_merged_ctx(&self) -> candle_core::Result<Vec<f32>> {
+        let ctx = self.take_ctx()?;
+        let (b, t, h, dh) = self.dims;
         with_f32(&ctx, "attention context", |c| {
             if c.len() != b * h * t * dh {
                 bail!(
                     "attention: context of {} values for {:?}",
                     c.len(),
-                    self.0.dims
+                    self.dims
                 )
             }
             let mut out = vec![0f32; c.len()];
@@ -328,23 +361,21 @@ impl CustomOp3 for AttentionOp {
                     }
                 }
             }
-            Ok((CpuStorage::F32(out), Shape::from((b * t, h * dh))))
+            Ok(out)
         })
     }
 
-    fn bwd(
+    /// The gradients of `q`, `k`, `v` (`B·T × D`, those asked for in
+    /// `need`) from the context's gradient `grad` (`B·T × D`): what candle's
+    /// backward does for the composed version, node by node, minus its
+    /// zero-filled buffers (adding to zero changes no value): the same
+    /// matmuls with the same operand layouts, so the same floats.
+    pub(crate) fn backward(
         &self,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        _res: &Tensor,
         grad: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        // What candle's backward does for the composed version, node by
-        // node, minus its zero-filled buffers (adding to zero changes no
-        // value): the same matmuls with the same operand layouts, so the
-        // same floats.
-        let st = &self.0;
+        [need_q, need_k, need_v]: [bool; 3],
+    ) -> candle_core::Result<[Option<Tensor>; 3]> {
+        let st = self;
         let (b, t, h, dh) = st.dims;
         let merge = |x: Tensor| -> candle_core::Result<Tensor> {
             x.transpose(1, 2)?.reshape((b * t, h * dh))
@@ -352,28 +383,32 @@ impl CustomOp3 for AttentionOp {
         let g = grad.reshape((b, t, h, dh))?.transpose(1, 2)?.contiguous()?;
         // ctx = p·vh.
         let dp = g.matmul(&st.vh.t()?)?;
-        let dv = if v.track_op() {
+        let dv = if need_v {
             Some(merge(st.p.t()?.matmul(&g)?)?)
         } else {
             None
         };
         // p = softmax(s), s = qh·khᵀ.
         let ds = softmax_grad_cpu(&st.p, &dp)?;
-        let dq = if q.track_op() {
+        let dq = if need_q {
             Some(merge(ds.matmul(&st.kh)?)?.affine(st.scale, 0.0)?)
         } else {
             None
         };
-        let dk = if k.track_op() {
+        let dk = if need_k {
             Some(merge(st.qh.t()?.matmul(&ds)?.t()?)?)
         } else {
             None
         };
-        Ok((dq, dk, dv))
+        Ok([dq, dk, dv])
     }
 }
 
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
+pub(crate) fn f32_slice<'a>(
+    s: &'a CpuStorage,
+    l: &Layout,
+    what: &str,
+) -> candle_core::Result<&'a [f32]> {
     let CpuStorage::F32(v) = s else {
         bail!("{what}: only f32 is supported")
     };
@@ -385,7 +420,7 @@ fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Resu
 
 /// Runs `f` on the contiguous `f32` values of `t` (borrowed from its
 /// storage, copied only if `t` is not contiguous).
-fn with_f32<R>(
+pub(crate) fn with_f32<R>(
     t: &Tensor,
     what: &str,
     f: impl FnOnce(&[f32]) -> candle_core::Result<R>,
@@ -520,7 +555,7 @@ fn moments_block<const R: usize>(x: &[f32], d: usize, eps: f32) -> ([f32; R], [f
 
 /// LayerNorm's forward pass over rows of width `w.len()` (which divides
 /// `x.len()`), [`LN_BLOCK`] rows at a time.
-fn layer_norm_fwd(x: &[f32], w: &[f32], b: &[f32], eps: f32) -> Vec<f32> {
+pub(crate) fn layer_norm_fwd(x: &[f32], w: &[f32], b: &[f32], eps: f32) -> Vec<f32> {
     let d = w.len();
     let mut y = vec![0f32; x.len()];
     let step = LN_BLOCK * d;
@@ -556,6 +591,24 @@ fn layer_norm_bwd(
     d: usize,
     eps: f32,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    layer_norm_bwd_impl::<true>(xv, wv, gv, d, eps)
+}
+
+/// LayerNorm's `dx` alone, for a frozen weight and bias: the values of
+/// [`layer_norm_bwd`]'s `dx` (the same operations), without the two column
+/// sums nobody reads.
+pub(crate) fn layer_norm_dx(xv: &[f32], wv: &[f32], gv: &[f32], eps: f32) -> Vec<f32> {
+    layer_norm_bwd_impl::<false>(xv, wv, gv, wv.len(), eps).0
+}
+
+/// `dx`, and with `WB` also `dw`, `db` (else left at zero).
+fn layer_norm_bwd_impl<const WB: bool>(
+    xv: &[f32],
+    wv: &[f32],
+    gv: &[f32],
+    d: usize,
+    eps: f32,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let mut dx = vec![0f32; xv.len()];
     let mut dw = vec![0f32; d];
     let mut db = vec![0f32; d];
@@ -568,22 +621,22 @@ fn layer_norm_bwd(
         .zip(gv[..full].chunks_exact(step))
         .zip(dx[..full].chunks_exact_mut(step))
     {
-        layer_norm_bwd_block::<LN_BLOCK>(xb, wv, gb, dxb, &mut grads, &mut scratch, eps);
+        layer_norm_bwd_block::<LN_BLOCK, WB>(xb, wv, gb, dxb, &mut grads, &mut scratch, eps);
     }
     for ((xr, gr), dxr) in xv[full..]
         .chunks_exact(d)
         .zip(gv[full..].chunks_exact(d))
         .zip(dx[full..].chunks_exact_mut(d))
     {
-        layer_norm_bwd_block::<1>(xr, wv, gr, dxr, &mut grads, &mut scratch, eps);
+        layer_norm_bwd_block::<1, WB>(xr, wv, gr, dxr, &mut grads, &mut scratch, eps);
     }
     (dx, dw, db)
 }
 
-/// LayerNorm's backward pass over `R` rows: writes their `dx` and adds
-/// their contributions to `dw`, `db` in row order. `scratch` holds at least
-/// `2·R·d` values.
-fn layer_norm_bwd_block<const R: usize>(
+/// LayerNorm's backward pass over `R` rows: writes their `dx` and (with
+/// `WB`) adds their contributions to `dw`, `db` in row order. `scratch`
+/// holds at least `2·R·d` values.
+fn layer_norm_bwd_block<const R: usize, const WB: bool>(
     x: &[f32],
     w: &[f32],
     g: &[f32],
@@ -620,8 +673,12 @@ fn layer_norm_bwd_block<const R: usize>(
         let (m1, m2) = (m1[l] / d as f32, m2[l] / d as f32);
         for i in 0..d {
             dxr[i] = rstd[l] * (gh[l][i] - m1 - xh[l][i] * m2);
-            dw[i] += gr[i] * xh[l][i];
-            db[i] += gr[i];
+        }
+        if WB {
+            for i in 0..d {
+                dw[i] += gr[i] * xh[l][i];
+                db[i] += gr[i];
+            }
         }
     }
 }
@@ -789,7 +846,6 @@ impl CustomOp1 for GeluOp {
         if x.device().is_cuda() {
             return Ok(Some(crate::fused_cuda::gelu_grad(x, grad)?));
         }
-        // d/dx x·Φ(x) = Φ(x) + x·φ(x), φ(x) = exp(−x²/2)/√(2π).
         let dx = with_f32(x, "gelu input", |xv| {
             with_f32(grad, "gelu grad", |g| {
                 let recomputed;
@@ -800,18 +856,25 @@ impl CustomOp1 for GeluOp {
                         recomputed.as_slice()
                     }
                 };
-                // e^{−x²/2} by the library's expf, vectorised with the same
-                // bits (`expf.rs`); then the same products as before.
-                let mut dx: Vec<f32> = xv.iter().map(|&v| -0.5 * v * v).collect();
-                crate::expf::exp_in_place(&mut dx);
-                for (((d, &c), &v), &gi) in dx.iter_mut().zip(cdf).zip(xv).zip(g) {
-                    *d = gi * (c + v * FRAC_1_SQRT_2PI * *d);
-                }
-                Ok(dx)
+                Ok(gelu_grad(xv, cdf, g))
             })
         })?;
         Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
     }
+}
+
+/// The exact GELU's input gradient from its input `xv`, `Φ(xv)` and the
+/// output's gradient `g`: d/dx x·Φ(x) = Φ(x) + x·φ(x), φ(x) =
+/// exp(−x²/2)/√(2π).
+pub(crate) fn gelu_grad(xv: &[f32], cdf: &[f32], g: &[f32]) -> Vec<f32> {
+    // e^{−x²/2} by the library's expf, vectorised with the same bits
+    // (`expf.rs`); then the same products as before.
+    let mut dx: Vec<f32> = xv.iter().map(|&v| -0.5 * v * v).collect();
+    crate::expf::exp_in_place(&mut dx);
+    for (((d, &c), &v), &gi) in dx.iter_mut().zip(cdf).zip(xv).zip(g) {
+        *d = gi * (c + v * FRAC_1_SQRT_2PI * *d);
+    }
+    dx
 }
 
 /// Fused exact GELU with a hand-written backward.

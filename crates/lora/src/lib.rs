@@ -38,13 +38,15 @@
 //! Performance notes (CPU, candle 0.11): the frozen linear maps, LayerNorm,
 //! the attention softmax and GELU run as fused kernels with hand-written
 //! backward passes (candle's matmul backward would otherwise also compute
-//! the unused gradient of every frozen weight), and the whole attention is
-//! one autograd node whose backward repeats the composed version's floats. candle's element-wise thread
-//! pool spins while waiting, which wastes most of the CPU on a shared or
-//! oversubscribed machine: simulations with many clients do better with
-//! `RAYON_NUM_THREADS=1` and clients trained in parallel threads; one model
-//! on several cores does better with its batch split over threads
-//! ([`TrainOptions::shards`]) than with candle's pool. The GELU's `erf` is
+//! the unused gradient of every frozen weight), and the whole attention, and
+//! on a frozen backbone the whole pre-norm block, are one autograd node each
+//! whose backward repeats the composed version's floats (candle gives every
+//! node a zero-filled gradient buffer and a pass of additions). candle's
+//! element-wise thread pool spins while waiting, which wastes most of the
+//! CPU on a shared or oversubscribed machine: simulations with many
+//! clients do better with `RAYON_NUM_THREADS=1` and clients trained in
+//! parallel threads; one model on several cores does better with its batch
+//! split over threads ([`TrainOptions::shards`]) than with candle's pool. The GELU's `erf` is
 //! vectorised with the bits of candle's scalar one, and the `expf` of the
 //! GELU's backward pass and of the softmax with the bits of glibc's (both
 //! compiled for AVX2 + FMA at run time where the CPU has them). Large
@@ -112,6 +114,7 @@ mod erf;
 mod error;
 mod expf;
 mod fused;
+mod fused_block;
 #[cfg(feature = "cuda")]
 mod fused_cuda;
 mod hf;

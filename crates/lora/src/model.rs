@@ -64,6 +64,24 @@ impl Norm {
     }
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Tests compare the one-node block with the composed one.
+    static COMPOSED_BLOCKS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether a test asked for the composed blocks.
+fn composed_blocks_forced() -> bool {
+    #[cfg(test)]
+    {
+        COMPOSED_BLOCKS.with(std::cell::Cell::get)
+    }
+    #[cfg(not(test))]
+    {
+        false
+    }
+}
+
 #[derive(Clone, Debug)]
 struct Block {
     norm1: Norm,
@@ -101,8 +119,37 @@ impl Block {
         }
     }
 
+    /// The block's tensors for the one-node CPU block (`fused_block`).
+    fn parts(&self) -> crate::fused_block::Block<'_> {
+        fn linear(l: &LoraLinear) -> crate::fused_block::Linear<'_> {
+            crate::fused_block::Linear {
+                w: l.weight(),
+                b: l.bias(),
+                adapter: l
+                    .adapter()
+                    .map(|ad| (ad.a_var().as_tensor(), ad.b_var().as_tensor(), ad.scale())),
+            }
+        }
+        crate::fused_block::Block {
+            norm1: (&self.norm1.w, &self.norm1.b, self.norm1.eps),
+            linear: [
+                linear(&self.q),
+                linear(&self.k),
+                linear(&self.v),
+                linear(&self.o),
+                linear(&self.fc1),
+                linear(&self.fc2),
+            ],
+            norm2: (&self.norm2.w, &self.norm2.b, self.norm2.eps),
+            ls1: self.ls1.as_ref(),
+            ls2: self.ls2.as_ref(),
+        }
+    }
+
     /// `x`: `(B·T, D)` tokens of `batch` inputs with `tokens` tokens each.
-    /// Pre-norm (ViT) unless `post_norm` (BERT).
+    /// Pre-norm (ViT) unless `post_norm` (BERT); a pre-norm block on the CPU
+    /// runs as one autograd node (`fused_block`), with the floats of the
+    /// composed version below.
     fn forward(
         &self,
         x: &Tensor,
@@ -125,6 +172,11 @@ impl Block {
                 .fc2
                 .forward(&crate::fused::gelu(&self.fc1.forward(&x)?)?)?;
             return self.norm2.forward(&(x + m)?);
+        }
+        if !composed_blocks_forced()
+            && let Some(y) = crate::fused_block::forward(x, &self.parts(), (batch, tokens, heads))?
+        {
+            return Ok(y);
         }
         let h = self.norm1.forward(x)?;
         let ctx = crate::fused::attention(
@@ -658,5 +710,175 @@ impl VitModel {
                 Backbone::from_tensors(&cfg, map)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::LoraConfig;
+    use crate::train::{Batch, objective};
+
+    /// The logits, the objective and every trainable gradient of one batch,
+    /// as bits, with the one-node blocks or (`composed`) the composed ones.
+    fn step_bits(
+        model: &VitModel,
+        batch: &Batch<'_>,
+        composed: bool,
+        zeta: f64,
+        kind: RegulariserKind,
+    ) -> (Vec<u32>, Vec<Vec<u32>>) {
+        COMPOSED_BLOCKS.with(|c| c.set(composed));
+        let bits = |t: &Tensor| -> Vec<u32> {
+            t.flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect()
+        };
+        let (x, _) = batch.tensors(model.num_classes(), &model.device()).unwrap();
+        let mut values = bits(&model.forward(&x).unwrap());
+        let (total, _) = objective(model, batch, zeta, kind).unwrap();
+        values.extend(bits(&total));
+        let grads = total.backward().unwrap();
+        COMPOSED_BLOCKS.with(|c| c.set(false));
+        let grads = model
+            .trainable_vars()
+            .iter()
+            .map(|v| {
+                bits(
+                    grads
+                        .get(v.as_tensor())
+                        .expect("a trainable variable has a gradient"),
+                )
+            })
+            .collect();
+        (values, grads)
+    }
+
+    fn tiny(layer_scale: Option<f64>) -> Arc<Backbone> {
+        let cfg = VitConfig {
+            layer_scale,
+            depth: 3,
+            ..VitConfig::tiny()
+        };
+        Arc::new(Backbone::random(&cfg, 11).unwrap())
+    }
+
+    /// Random `B` factors (they start at zero, which hides most of the
+    /// adapters' gradients).
+    fn randomise_b(model: &VitModel, seed: u64) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let factors: Vec<AdapterFactors> = model
+            .factors()
+            .unwrap()
+            .into_iter()
+            .map(|mut f| {
+                f.b.mapv_inplace(|_| rng.random_range(-0.3f32..0.3));
+                f
+            })
+            .collect();
+        model.set_factors(&factors).unwrap();
+    }
+
+    fn batch_data(cfg: &VitConfig, n: usize, seed: u64) -> (Vec<f32>, Vec<u32>, [usize; 4]) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let shape = [n, cfg.in_channels, cfg.image_size, cfg.image_size];
+        let images = (0..shape.iter().product::<usize>())
+            .map(|_| rng.random_range(-1.0f32..1.0))
+            .collect();
+        let labels = (0..n).map(|_| rng.random_range(0..5u32)).collect();
+        (images, labels, shape)
+    }
+
+    #[test]
+    fn block_node_equals_composed_to_the_bit() {
+        use LoraTarget::*;
+        // Targets, LayerScale, random `B`, ζ, regulariser.
+        type Case = (
+            &'static [LoraTarget],
+            Option<f64>,
+            bool,
+            f64,
+            RegulariserKind,
+        );
+        let cases: [Case; 7] = [
+            (&[Q, V], None, true, 0.0, RegulariserKind::Plain),
+            (&[Q, V], Some(0.7), true, 0.3, RegulariserKind::Plain),
+            (&[Q, V], None, false, 0.2, RegulariserKind::ScaleInvariant),
+            (
+                &LoraTarget::ALL,
+                Some(1.3),
+                true,
+                0.5,
+                RegulariserKind::Plain,
+            ),
+            (&[K, Fc2], None, true, 0.1, RegulariserKind::ScaleInvariant),
+            (&[Fc2], Some(0.5), true, 0.0, RegulariserKind::Plain),
+            (&[O, Fc1], None, true, 0.0, RegulariserKind::Plain),
+        ];
+        for (i, (targets, ls, random_b, zeta, kind)) in cases.into_iter().enumerate() {
+            let backbone = tiny(ls);
+            let lora = LoraConfig {
+                rank: 4,
+                // α/r = 1.7: not a power of two, so a scale moved to another
+                // operand changes the floats.
+                alpha: 6.8,
+                targets: targets.to_vec(),
+            };
+            let model = VitModel::new(backbone.clone(), FineTuneMode::Lora(lora), 5, 3).unwrap();
+            if random_b {
+                randomise_b(&model, 17 + i as u64);
+            }
+            let (images, labels, shape) = batch_data(backbone.config(), 6, 5 + i as u64);
+            let batch = Batch::new(&images, &labels, shape).unwrap();
+            let fused = step_bits(&model, &batch, false, zeta, kind);
+            let composed = step_bits(&model, &batch, true, zeta, kind);
+            assert_eq!(fused.0, composed.0, "case {i}: logits or objective differ");
+            assert_eq!(fused.1.len(), composed.1.len());
+            for (j, (f, c)) in fused.1.iter().zip(&composed.1).enumerate() {
+                let differ = f.iter().zip(c).filter(|(a, b)| a != b).count();
+                assert_eq!(
+                    differ, 0,
+                    "case {i}: gradient {j} differs in {differ} values"
+                );
+            }
+            assert!(
+                fused.1.iter().flatten().any(|&b| f32::from_bits(b) != 0.0),
+                "case {i}: every gradient is zero"
+            );
+            // The node really runs: every block of this model takes it.
+            let x = Tensor::randn(0f32, 1.0, (2 * 17, 64), &Device::Cpu).unwrap();
+            let parts = model.blocks[1].parts();
+            assert!(
+                crate::fused_block::forward(&x, &parts, (2, 17, 4))
+                    .unwrap()
+                    .is_some()
+            );
+        }
+    }
+
+    #[test]
+    fn block_node_serves_head_only_and_leaves_full_fine_tuning_composed() {
+        let backbone = tiny(Some(0.9));
+        let (images, labels, shape) = batch_data(backbone.config(), 4, 2);
+        let batch = Batch::new(&images, &labels, shape).unwrap();
+        for mode in [FineTuneMode::HeadOnly, FineTuneMode::Full] {
+            let model = VitModel::new(backbone.clone(), mode.clone(), 5, 3).unwrap();
+            let fused = step_bits(&model, &batch, false, 0.0, RegulariserKind::Plain);
+            let composed = step_bits(&model, &batch, true, 0.0, RegulariserKind::Plain);
+            assert_eq!(fused, composed, "{mode:?}");
+        }
+        // Full fine-tuning trains the backbone's tensors: no node.
+        let model = VitModel::new(backbone, FineTuneMode::Full, 5, 3).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (17, 64), &Device::Cpu).unwrap();
+        let parts = model.blocks[0].parts();
+        assert!(
+            crate::fused_block::forward(&x, &parts, (1, 17, 4))
+                .unwrap()
+                .is_none()
+        );
     }
 }
