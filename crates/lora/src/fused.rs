@@ -73,9 +73,7 @@ impl CustomOp1 for FrozenLinearOp {
             let CpuStorage::F32(y) = &mut out else {
                 bail!("frozen linear: only f32 is supported")
             };
-            for row in y.chunks_exact_mut(n) {
-                row.iter_mut().zip(bias).for_each(|(v, bi)| *v += bi);
-            }
+            add_bias_rows(y, bias);
         }
         Ok((out, Shape::from((m, n))))
     }
@@ -110,6 +108,14 @@ impl CustomOp1 for FrozenLinearOp {
         grad: &Tensor,
     ) -> candle_core::Result<Option<Tensor>> {
         Ok(Some(grad.matmul(&self.w)?))
+    }
+}
+
+/// Adds `bias` to every row of `y` (rows of `bias.len()` values), as the
+/// frozen linear op does after its matmul.
+pub(crate) fn add_bias_rows(y: &mut [f32], bias: &[f32]) {
+    for row in y.chunks_exact_mut(bias.len()) {
+        row.iter_mut().zip(bias).for_each(|(v, bi)| *v += bi);
     }
 }
 

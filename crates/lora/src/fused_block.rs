@@ -33,7 +33,9 @@ use std::sync::Mutex;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Shape, Storage, Tensor, bail};
 
-use crate::fused::{AttentionState, gelu_grad, layer_norm_dx, layer_norm_fwd, take_once, with_f32};
+use crate::fused::{
+    AttentionState, add_bias_rows, gelu_grad, layer_norm_dx, layer_norm_fwd, take_once, with_f32,
+};
 
 type Result<T> = candle_core::Result<T>;
 
@@ -203,6 +205,19 @@ fn scale_rows(a: &mut [f32], s: &[f32]) {
     }
 }
 
+/// The residual stream after a branch: `stream + LayerScale·branch`, with
+/// candle's floats (the scale, then the sum), in the branch's buffer.
+fn residual(stream: &Tensor, mut branch: Vec<f32>, ls: Option<&Vec<f32>>) -> Result<Vec<f32>> {
+    if let Some(ls) = ls {
+        scale_rows(&mut branch, ls);
+    }
+    with_f32(stream, "block residual", |v| {
+        add_into(&mut branch, v);
+        Ok(())
+    })?;
+    Ok(branch)
+}
+
 fn vec_of(t: &Tensor) -> Result<Vec<f32>> {
     with_f32(t, "block", |v| Ok(v.to_vec()))
 }
@@ -223,13 +238,10 @@ impl Lin {
     /// it (the frozen op's matmul and bias rows, then candle's matmuls,
     /// `affine` and sum), with `s·input·Aᵀ` kept for the backward pass.
     fn forward(&self, input: &Tensor) -> Result<(Vec<f32>, Option<Tensor>)> {
-        let n = self.w.dim(0)?;
         let mut y = mm(input, &self.w.t()?)?;
         if let Some(b) = &self.b {
             with_f32(b, "block bias", |bias| {
-                for row in y.chunks_exact_mut(n) {
-                    row.iter_mut().zip(bias).for_each(|(v, bi)| *v += bi);
-                }
+                add_bias_rows(&mut y, bias);
                 Ok(())
             })?;
         }
@@ -343,43 +355,28 @@ impl State {
             })
         };
         let h = cpu(with_f32(&x, "block input", |xv| ln(xv, &norm1))?, m, d)?;
+        // Each linear map's output, keeping `s·input·Aᵀ` of an adapter.
         let mut low: [Option<Tensor>; 6] = Default::default();
-        let mut proj = |i: usize, input: &Tensor| -> Result<Tensor> {
+        let mut proj = |i: usize, input: &Tensor| -> Result<Vec<f32>> {
             let (y, l) = lin[i].forward(input)?;
             low[i] = l;
-            let n = lin[i].w.dim(0)?;
-            cpu(y, m, n)
+            Ok(y)
         };
-        let (yq, yk, yv) = (proj(Q, &h)?, proj(K, &h)?, proj(V, &h)?);
+        let (yq, yk, yv) = (
+            cpu(proj(Q, &h)?, m, d)?,
+            cpu(proj(K, &h)?, m, d)?,
+            cpu(proj(V, &h)?, m, d)?,
+        );
         let attention = AttentionState::forward(&yq, &yk, &yv, (batch, tokens, heads), false)?;
         let ctx = cpu(attention.take_merged_ctx()?, m, d)?;
-        let (mut a, l) = lin[O].forward(&ctx)?;
-        low[O] = l;
-        if let Some(ls) = &ls1 {
-            scale_rows(&mut a, ls);
-        }
-        with_f32(&x, "block input", |xv| {
-            // x + a, as candle adds them.
-            a.iter_mut().zip(xv).for_each(|(s, &xi)| *s += xi);
-            Ok(())
-        })?;
-        let x1 = cpu(a, m, d)?;
+        let x1 = cpu(residual(&x, proj(O, &ctx)?, ls1.as_ref())?, m, d)?;
         let h2 = cpu(with_f32(&x1, "block residual", |v| ln(v, &norm2))?, m, d)?;
-        let (u, l) = lin[FC1].forward(&h2)?;
-        low[FC1] = l;
-        let hidden = lin[FC1].w.dim(0)?;
+        let u = proj(FC1, &h2)?;
+        let hidden = u.len() / m;
         let cdf = crate::erf::normal_cdf(&u);
         let g: Vec<f32> = cdf.iter().zip(&u).map(|(&c, &v)| v * c).collect();
         let (u, g) = (cpu(u, m, hidden)?, cpu(g, m, hidden)?);
-        let (mut mlp, l) = lin[FC2].forward(&g)?;
-        low[FC2] = l;
-        if let Some(ls) = &ls2 {
-            scale_rows(&mut mlp, ls);
-        }
-        with_f32(&x1, "block residual", |v| {
-            mlp.iter_mut().zip(v).for_each(|(s, &xi)| *s += xi);
-            Ok(())
-        })?;
+        let out = residual(&x1, proj(FC2, &g)?, ls2.as_ref())?;
         Ok(Self {
             lin,
             norm1,
@@ -397,7 +394,7 @@ impl State {
             attention,
             low,
             tracked_x,
-            out: Mutex::new(Some(mlp)),
+            out: Mutex::new(Some(out)),
             dims: (m, d),
         })
     }
@@ -419,7 +416,23 @@ impl State {
     /// The input's gradient (if tracked) and the packed factors' gradient
     /// from the output's gradient.
     fn backward(&self, grad: &Tensor) -> Result<(Option<Tensor>, Vec<f32>)> {
+        let mut factors: [Option<(Tensor, Tensor)>; 6] = Default::default();
+        let dx = self.backward_into(grad, &mut factors)?;
+        Ok((dx, self.pack(&factors)?))
+    }
+
+    /// Walks the block backwards from the output's gradient, filling each
+    /// adapter's `(dA, dB)`; stops where candle's graph stops tracking and
+    /// returns the input's gradient if it is tracked.
+    fn backward_into(
+        &self,
+        grad: &Tensor,
+        factors: &mut [Option<(Tensor, Tensor)>; 6],
+    ) -> Result<Option<Tensor>> {
         let (m, d) = self.dims;
+        if grad.dims() != [m, d] {
+            bail!("block: gradient of shape {:?} for {m}×{d}", grad.dims())
+        }
         let has = |i: usize| self.lin[i].adapter.is_some();
         // What candle's graph tracks (and so what its backward computes).
         let t_x = self.tracked_x;
@@ -427,71 +440,62 @@ impl State {
         let t_ctx = t_y.iter().any(|&t| t);
         let t_x1 = t_x || t_ctx || has(O);
         let t_u = t_x1 || has(FC1);
-        let mut factors: [Option<(Tensor, Tensor)>; 6] = Default::default();
-        if grad.dims() != [m, d] {
-            bail!("block: gradient of shape {:?} for {m}×{d}", grad.dims())
-        }
         // out = x1 + LayerScale2·fc2(g).
         let gm = scaled(grad, self.ls2.as_ref())?;
         let (f, parts) = self.lin[FC2].backward(&self.g, self.low[FC2].as_ref(), &gm, t_u)?;
         factors[FC2] = f;
-        if t_u {
-            // g = gelu(u).
-            let gg = sum_in_order(&parts)?;
-            let gu = with_f32(&self.u, "block hidden", |uv| {
-                Ok(gelu_grad(uv, &self.cdf, &gg))
-            })?;
-            let hidden = self.lin[FC1].w.dim(0)?;
-            let gu = cpu(gu, m, hidden)?;
-            let (f, parts) = self.lin[FC1].backward(&self.h2, self.low[FC1].as_ref(), &gu, t_x1)?;
-            factors[FC1] = f;
-            if t_x1 {
-                // x1 feeds the output sum (first) and the second LayerNorm
-                // (two terms: either order gives the same floats).
-                let gh2 = sum_in_order(&parts)?;
-                let mut gx1 = Self::ln_dx(&self.x1, &self.norm2, &gh2)?;
-                with_f32(grad, "block gradient", |g| {
-                    add_into(&mut gx1, g);
-                    Ok(())
-                })?;
-                let gx1 = cpu(gx1, m, d)?;
-                let ga = scaled(&gx1, self.ls1.as_ref())?;
-                let (f, parts) =
-                    self.lin[O].backward(&self.ctx, self.low[O].as_ref(), &ga, t_ctx)?;
-                factors[O] = f;
-                let gx = if t_ctx {
-                    let gctx = cpu(sum_in_order(&parts)?, m, d)?;
-                    let dqkv = self.attention.backward(&gctx, t_y)?;
-                    // candle reaches v's nodes first, then k's, then q's.
-                    let mut into_h = Vec::new();
-                    for i in [V, K, Q] {
-                        if let Some(gy) = &dqkv[i] {
-                            let (f, parts) =
-                                self.lin[i].backward(&self.h, self.low[i].as_ref(), gy, t_x)?;
-                            factors[i] = f;
-                            into_h.extend(parts);
-                        }
-                    }
-                    if t_x {
-                        // x feeds the residual sum (first) and the first
-                        // LayerNorm (two terms).
-                        let gh = sum_in_order(&into_h)?;
-                        let mut gx = Self::ln_dx(&self.x, &self.norm1, &gh)?;
-                        with_f32(&gx1, "block gradient", |g| {
-                            add_into(&mut gx, g);
-                            Ok(())
-                        })?;
-                        Some(cpu(gx, m, d)?)
-                    } else {
-                        None
-                    }
-                } else {
-                    None
-                };
-                return Ok((gx, self.pack(&factors)?));
+        if !t_u {
+            return Ok(None);
+        }
+        // g = gelu(u).
+        let gg = sum_in_order(&parts)?;
+        let gu = with_f32(&self.u, "block hidden", |uv| {
+            Ok(gelu_grad(uv, &self.cdf, &gg))
+        })?;
+        let gu = cpu(gu, m, gg.len() / m)?;
+        let (f, parts) = self.lin[FC1].backward(&self.h2, self.low[FC1].as_ref(), &gu, t_x1)?;
+        factors[FC1] = f;
+        if !t_x1 {
+            return Ok(None);
+        }
+        // x1 feeds the output sum (first) and the second LayerNorm (two
+        // terms: either order gives the same floats).
+        let gh2 = sum_in_order(&parts)?;
+        let mut gx1 = Self::ln_dx(&self.x1, &self.norm2, &gh2)?;
+        with_f32(grad, "block gradient", |g| {
+            add_into(&mut gx1, g);
+            Ok(())
+        })?;
+        let gx1 = cpu(gx1, m, d)?;
+        let ga = scaled(&gx1, self.ls1.as_ref())?;
+        let (f, parts) = self.lin[O].backward(&self.ctx, self.low[O].as_ref(), &ga, t_ctx)?;
+        factors[O] = f;
+        if !t_ctx {
+            return Ok(None);
+        }
+        let gctx = cpu(sum_in_order(&parts)?, m, d)?;
+        let dqkv = self.attention.backward(&gctx, t_y)?;
+        // candle reaches v's nodes first, then k's, then q's.
+        let mut into_h = Vec::new();
+        for i in [V, K, Q] {
+            if let Some(gy) = &dqkv[i] {
+                let (f, parts) = self.lin[i].backward(&self.h, self.low[i].as_ref(), gy, t_x)?;
+                factors[i] = f;
+                into_h.extend(parts);
             }
         }
-        Ok((None, self.pack(&factors)?))
+        if !t_x {
+            return Ok(None);
+        }
+        // x feeds the residual sum (first) and the first LayerNorm (two
+        // terms).
+        let gh = sum_in_order(&into_h)?;
+        let mut gx = Self::ln_dx(&self.x, &self.norm1, &gh)?;
+        with_f32(&gx1, "block gradient", |g| {
+            add_into(&mut gx, g);
+            Ok(())
+        })?;
+        Ok(Some(cpu(gx, m, d)?))
     }
 
     /// The factors' gradients in the packed input's order.
