@@ -97,19 +97,24 @@ proptest! {
         let mix = |rng: &mut StdRng| p.mapv(f64::from).dot(&gauss(rng, r, r, 1.0).mapv(f64::from)).mapv(|x| x as f32);
         let base = Factors::new(mix(&mut rng), gauss(&mut rng, r, l, 1.0));
         let mut want = product(&base.b, &base.a);
+        // f32 rounding scales with the summands, not with their sum: when the
+        // clients' updates nearly cancel the base (seen in CI: ‖want‖ ≈ 9e-3
+        // from terms of size ≈ 10) a relative-to-result bound is too tight.
+        let mut scale = fro(&want);
         let mut msgs = Vec::new();
         for i in 0..k {
             let update = Factors::new(mix(&mut rng), gauss(&mut rng, r, l, 0.3));
             let (m, _) = SLora::default().compress(base.view(), update.view(), &Residual::Zero, 1.0).unwrap();
             let w = (i + 1) as f64 / k as f64;
             let dw = product(&update.b, &(&base.a + &update.a)) + product(&base.b, &update.a);
+            scale += w * fro(&dw);
             want = want + dw * w;
             msgs.push((w, m));
         }
         let pairs: Vec<_> = msgs.iter().map(|(w, m)| (*w, m)).collect();
         let new = aggregate(base.view(), &pairs).unwrap();
         let got = product(&new.b, &new.a);
-        prop_assert!(fro(&(&got - &want)) <= 1e-5 * fro(&want), "{} vs {}", fro(&(&got - &want)), fro(&want));
+        prop_assert!(fro(&(&got - &want)) <= 1e-5 * scale, "{} vs {} (terms {})", fro(&(&got - &want)), fro(&want), scale);
         // balanced factors: BᵀB = AAᵀ = Σ_r
         let btb = f64m(&new.b).t().dot(&f64m(&new.b));
         let aat = f64m(&new.a).dot(&f64m(&new.a).t());
