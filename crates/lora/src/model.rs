@@ -68,6 +68,8 @@ impl Norm {
 thread_local! {
     /// Tests compare the one-node block with the composed one.
     static COMPOSED_BLOCKS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// How many times the narrowed last block ran (tests check the path).
+    static NARROWED_BLOCKS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// Whether a test asked for the composed blocks.
@@ -178,16 +180,80 @@ impl Block {
         {
             return Ok(y);
         }
+        let ctx = self.attention_context(x, batch, tokens, heads)?;
+        self.finish_pre_norm(x, &ctx)
+    }
+
+    /// A pre-norm block's attention context `(B·T, D)`: the first
+    /// LayerNorm, q, k, v and the attention over every token.
+    fn attention_context(
+        &self,
+        x: &Tensor,
+        batch: usize,
+        tokens: usize,
+        heads: usize,
+    ) -> Result<Tensor> {
         let h = self.norm1.forward(x)?;
-        let ctx = crate::fused::attention(
+        Ok(crate::fused::attention(
             &self.q.forward(&h)?,
             &self.k.forward(&h)?,
             &self.v.forward(&h)?,
             batch,
             tokens,
             heads,
-        )?;
-        let mut a = self.o.forward(&ctx)?;
+        )?)
+    }
+
+    /// A pre-norm block's output for each input's first token only, `(B, D)`
+    /// from `x` `(B·T, D)`: the first LayerNorm, q, k, v and the attention
+    /// for every token as in [`Block::forward`], then the output projection,
+    /// the second LayerNorm and the MLP for the class token alone (three
+    /// quarters of the block's matmul work).
+    ///
+    /// The floats are the full block's first rows, values and gradients
+    /// alike (signed zeros aside), under two conditions; where either fails
+    /// the full block runs and its first rows are kept.
+    /// - Everything after the attention is frozen (LoRA on q, k, v only, or
+    ///   the head alone): a trained weight there would get its gradient as a
+    ///   sum over `B` rows instead of `B·T`, which gemm groups differently.
+    /// - gemm computes each row of the `B`-row products with the same
+    ///   operations as in the `B·T`-row ones ([`gemm_rows_match`]).
+    fn forward_first(
+        &self,
+        x: &Tensor,
+        batch: usize,
+        tokens: usize,
+        heads: usize,
+    ) -> Result<Tensor> {
+        let d = x.dim(1)?;
+        let first = |t: &Tensor| -> Result<Tensor> {
+            Ok(t.reshape((batch, tokens, d))?
+                .narrow(1, 0, 1)?
+                .reshape((batch, d))?)
+        };
+        let after_attention_frozen = [&self.o, &self.fc1, &self.fc2].iter().all(|l| {
+            l.adapter().is_none()
+                && !l.weight().track_op()
+                && l.bias().is_none_or(|b| !b.track_op())
+        }) && [&self.norm2.w, &self.norm2.b]
+            .into_iter()
+            .chain(&self.ls1)
+            .chain(&self.ls2)
+            .all(|t| !t.track_op());
+        let mlp = self.fc1.weight().dim(0)?;
+        if !after_attention_frozen || !gemm_rows_match(batch, d, mlp) {
+            return first(&self.forward(x, batch, tokens, heads, false)?);
+        }
+        #[cfg(test)]
+        NARROWED_BLOCKS.with(|c| c.set(c.get() + 1));
+        let ctx = self.attention_context(x, batch, tokens, heads)?;
+        self.finish_pre_norm(&first(x)?, &first(&ctx)?)
+    }
+
+    /// The rest of a pre-norm block after the attention context:
+    /// `x + ls₁·o(ctx)`, then `+ ls₂·fc2(GELU(fc1(LN₂(·))))`.
+    fn finish_pre_norm(&self, x: &Tensor, ctx: &Tensor) -> Result<Tensor> {
+        let mut a = self.o.forward(ctx)?;
         if let Some(ls) = &self.ls1 {
             a = a.broadcast_mul(ls)?;
         }
@@ -199,6 +265,21 @@ impl Block {
         }
         Ok((x + m)?)
     }
+}
+
+/// Whether gemm (0.19, candle's CPU matmul) computes every row of the
+/// narrowed last block's products (`batch` rows: `x·Woᵀ`, `·Wfc1ᵀ`, `·Wfc2ᵀ`
+/// and their input gradients) with the same operations, so the same floats,
+/// as in the full block's `batch·T`-row ones. gemm reduces each output
+/// element over `k` in the same order whatever the row count, except on its
+/// small-matrix paths: dot-product kernels when `m·n ≤ 256`, matrix-vector
+/// ones when `m ≤ 1`, and a `k` block of `min(k, 512)` instead of its cache
+/// model's when `m` and `n` are both at most 64 (the same when `k ≤ 512`).
+/// Checked by `first_token_last_block_equals_the_full_block` on both sides
+/// of each threshold it can reach.
+fn gemm_rows_match(batch: usize, width: usize, mlp: usize) -> bool {
+    let (narrow, wide) = (width.min(mlp), width.max(mlp));
+    batch >= 2 && batch * narrow > 256 && (narrow > 64 || wide <= 512)
 }
 
 /// The input side of the encoder.
@@ -413,14 +494,17 @@ impl VitModel {
     /// # Errors
     /// As [`VitModel::forward`].
     pub fn pooled(&self, inputs: &Tensor) -> Result<Tensor> {
-        let (x, b, t, d) = self.encode(inputs)?;
-        let x = x.reshape((b, t, d))?;
         // The head and the loss are f32 whatever the compute dtype.
         Ok(match &self.norm {
-            Some(norm) => norm
-                .forward(&x.narrow(1, 0, 1)?.reshape((b, d))?)?
-                .to_dtype(DType::F32)?,
-            None => x.to_dtype(DType::F32)?.mean(1)?,
+            // Only the class token is read: the last block computes it alone.
+            Some(norm) => {
+                let (x, _, _, _) = self.encode(inputs, true)?;
+                norm.forward(&x)?.to_dtype(DType::F32)?
+            }
+            None => {
+                let (x, b, t, d) = self.encode(inputs, false)?;
+                x.reshape((b, t, d))?.to_dtype(DType::F32)?.mean(1)?
+            }
         })
     }
 
@@ -431,7 +515,7 @@ impl VitModel {
     /// # Errors
     /// As [`VitModel::forward`].
     pub fn tokens(&self, inputs: &Tensor) -> Result<Tensor> {
-        let (x, b, t, d) = self.encode(inputs)?;
+        let (x, b, t, d) = self.encode(inputs, false)?;
         let x = match &self.norm {
             Some(norm) => norm.forward(&x)?,
             None => x,
@@ -440,8 +524,10 @@ impl VitModel {
     }
 
     /// The embeddings and the blocks: `(B·T, D)` before any final
-    /// LayerNorm, with `B`, `T` and `D`.
-    fn encode(&self, inputs: &Tensor) -> Result<(Tensor, usize, usize, usize)> {
+    /// LayerNorm, with `B`, `T` and `D`; with `first_only` (pre-norm ViT
+    /// only) the first token of each input, `(B, D)`, the last block
+    /// computing nothing else ([`Block::forward_first`]).
+    fn encode(&self, inputs: &Tensor, first_only: bool) -> Result<(Tensor, usize, usize, usize)> {
         let cfg = self.config();
         let dims = inputs.dims();
         let b = dims.first().copied().unwrap_or(0);
@@ -504,9 +590,21 @@ impl VitModel {
             }
         };
         let post_norm = cfg.is_text();
+        let first_only = first_only && !post_norm;
+        let full = if first_only {
+            self.blocks.len().saturating_sub(1)
+        } else {
+            self.blocks.len()
+        };
         let mut x = x;
-        for block in &self.blocks {
+        for block in &self.blocks[..full] {
             x = block.forward(&x, b, t, cfg.heads, post_norm)?;
+        }
+        if first_only {
+            x = match self.blocks.last() {
+                Some(last) => last.forward_first(&x, b, t, cfg.heads)?,
+                None => x.reshape((b, t, d))?.narrow(1, 0, 1)?.reshape((b, d))?,
+            };
         }
         Ok((x, b, t, d))
     }
@@ -858,6 +956,113 @@ mod tests {
                     .is_some()
             );
         }
+    }
+
+    /// The class-token-only last block against the full one: logits from
+    /// [`VitModel::forward`] against the head applied to the first row of
+    /// [`VitModel::tokens`] (every block in full), and the gradients of every
+    /// trainable tensor under a fixed linear functional of the logits, equal
+    /// as floats (`==`: signed zeros aside). At width 64 batches up to 4
+    /// (gemm's dot-product path: 4·64 ≤ 256) and targets after the attention
+    /// take the full block; the others the narrowed one.
+    #[test]
+    fn first_token_last_block_equals_the_full_block() {
+        use LoraTarget::*;
+        let lora = |targets: &[LoraTarget]| {
+            FineTuneMode::Lora(LoraConfig {
+                rank: 4,
+                alpha: 6.8,
+                targets: targets.to_vec(),
+            })
+        };
+        // (LayerScale, mode, batch, whether the narrowed block applies)
+        let cases = [
+            (None, lora(&[Q, V]), 6, true),
+            (Some(0.7), lora(&[Q, V]), 6, true),
+            (None, lora(&[Q, V]), 5, true),
+            (None, lora(&[Q, V]), 8, true),
+            (None, lora(&[Q, V]), 9, true),
+            (Some(0.7), lora(&[Q, K, V]), 16, true),
+            (None, lora(&[Q, V]), 4, false),
+            (None, lora(&[Q, V]), 3, false),
+            (None, FineTuneMode::HeadOnly, 5, true),
+            (Some(0.7), lora(&LoraTarget::ALL), 6, false),
+            (None, lora(&[V, Fc2]), 6, false),
+            (Some(1.1), FineTuneMode::Full, 6, false),
+        ];
+        for (i, (ls, mode, n, narrowed)) in cases.into_iter().enumerate() {
+            check_first_token(&tiny(ls), &mode, n, narrowed, i);
+        }
+        // ViT-S/14 widths (384, MLP 1536): from batch 2 up.
+        let cfg = VitConfig {
+            width: 384,
+            mlp_dim: 1536,
+            heads: 6,
+            depth: 2,
+            layer_scale: Some(0.3),
+            ..VitConfig::tiny()
+        };
+        let wide = Arc::new(Backbone::random(&cfg, 5).unwrap());
+        for (i, n) in [1, 2, 16].into_iter().enumerate() {
+            check_first_token(&wide, &lora(&[Q, V]), n, n >= 2, 100 + i);
+        }
+    }
+
+    /// One case of [`first_token_last_block_equals_the_full_block`].
+    fn check_first_token(
+        backbone: &Arc<Backbone>,
+        mode: &FineTuneMode,
+        n: usize,
+        narrowed: bool,
+        i: usize,
+    ) {
+        let model = VitModel::new(backbone.clone(), mode.clone(), 5, 3).unwrap();
+        if matches!(mode, FineTuneMode::Lora(_)) {
+            randomise_b(&model, 40 + i as u64);
+        }
+        let (images, labels, shape) = batch_data(backbone.config(), n, 9 + i as u64);
+        let batch = Batch::new(&images, &labels, shape).unwrap();
+        let (x, _) = batch.tensors(model.num_classes(), &model.device()).unwrap();
+        let probe = Tensor::randn(0f32, 1.0, (n, 5), &Device::Cpu).unwrap();
+        let full = |x: &Tensor| -> Tensor {
+            let t = model.tokens(x).unwrap();
+            let (b, _, d) = t.dims3().unwrap();
+            let cls = t.narrow(1, 0, 1).unwrap().reshape((b, d)).unwrap();
+            cls.matmul(&model.head_w.as_tensor().t().unwrap())
+                .unwrap()
+                .broadcast_add(model.head_b.as_tensor())
+                .unwrap()
+        };
+        let run = |logits: Tensor| -> (Vec<f32>, Vec<Vec<f32>>) {
+            let grads = (&logits * &probe)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let g = model
+                .trainable_vars()
+                .iter()
+                .map(|v| flat(grads.get(v.as_tensor()).expect("a gradient")))
+                .collect();
+            (flat(&logits), g)
+        };
+        let (got, got_g) = run(model.forward(&x).unwrap());
+        let (want, want_g) = run(full(&x));
+        assert_eq!(got, want, "case {i}: logits");
+        assert_eq!(got_g, want_g, "case {i}: gradients");
+        assert!(
+            got_g.iter().flatten().any(|&v| v != 0.0),
+            "case {i}: every gradient is zero"
+        );
+        NARROWED_BLOCKS.with(|c| c.set(0));
+        model.forward(&x).unwrap();
+        assert_eq!(
+            NARROWED_BLOCKS.with(std::cell::Cell::get),
+            usize::from(narrowed),
+            "case {i}: path"
+        );
     }
 
     #[test]
