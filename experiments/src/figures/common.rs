@@ -162,25 +162,49 @@ impl Runner {
         claims: Vec<Claim>,
     ) -> Result<FigureOutcome, CliError> {
         self.bar.finish();
-        summary.insert("figure".into(), self.fig.into());
-        summary.insert("profile".into(), self.profile.name().into());
-        summary.insert("seeds".into(), serde_json::to_value(seeds)?);
         summary.insert("test_images".into(), self.task.test.len().into());
-        summary.insert("claims".into(), serde_json::to_value(&claims)?);
-        self.dir.write_json("config.json", base)?;
-        self.dir.write_json(
-            "manifest.json",
-            &Manifest::current(seeds.first().copied().unwrap_or(0), self.profile.name()),
-        )?;
-        self.dir
-            .write_json("summary.json", &serde_json::Value::Object(summary))?;
         self.write_timings()?;
-        print_claims(self.fig, &claims);
-        Ok(FigureOutcome {
+        write_outcome(
+            &self.dir,
+            (self.fig, self.profile),
+            base,
+            seeds,
+            summary,
             claims,
-            dir: self.dir.path().to_path_buf(),
-        })
+        )
     }
+}
+
+/// A figure's last step, shared by the federated and the SO-LoRA figures:
+/// adds figure, profile, seeds and claims to `summary`, writes
+/// `config.json` (`base`), `manifest.json` and `summary.json` to `dir`, and
+/// prints the claims.
+///
+/// # Errors
+/// I/O and serialisation errors.
+pub(crate) fn write_outcome<T: Serialize>(
+    dir: &ResultsDir,
+    (fig, profile): (&'static str, Profile),
+    base: &T,
+    seeds: &[u64],
+    mut summary: serde_json::Map<String, serde_json::Value>,
+    claims: Vec<Claim>,
+) -> Result<FigureOutcome, CliError> {
+    summary.insert("figure".into(), fig.into());
+    summary.insert("profile".into(), profile.name().into());
+    summary.insert("seeds".into(), serde_json::to_value(seeds)?);
+    summary.insert("claims".into(), serde_json::to_value(&claims)?);
+    dir.write_json("config.json", base)?;
+    dir.write_json(
+        "manifest.json",
+        &Manifest::current(seeds.first().copied().unwrap_or(0), profile.name()),
+    )?;
+    dir.write_json("summary.json", &serde_json::Value::Object(summary))?;
+    print_claims(fig, &claims);
+    Ok(FigureOutcome {
+        claims,
+        dir: dir.path().to_path_buf(),
+    })
 }
 
 impl Runner {

@@ -26,7 +26,7 @@ use super::stats::{mean, paired, paired_json, std};
 use super::{FigureOptions, FigureOutcome, Profile};
 use crate::cli::{CliError, progress};
 use crate::plot::{LinePlot, Series};
-use crate::report::{Claim, Manifest, ResultsDir, print_claims};
+use crate::report::{Claim, ResultsDir};
 
 /// The base configuration of the SO figures for a profile: the embedded
 /// vision multi-task default (`default`, `quick`) or the text tasks
@@ -243,9 +243,6 @@ impl SoRunner {
         claims: Vec<Claim>,
     ) -> Result<FigureOutcome, CliError> {
         self.bar.finish();
-        summary.insert("figure".into(), self.fig.into());
-        summary.insert("profile".into(), self.profile.name().into());
-        summary.insert("seeds".into(), serde_json::to_value(seeds)?);
         summary.insert(
             "tasks".into(),
             self.data
@@ -254,19 +251,14 @@ impl SoRunner {
                 .map(|t| serde_json::json!({"name": t.name, "classes": t.num_classes, "train": t.train.len(), "test": t.test.len()}))
                 .collect(),
         );
-        summary.insert("claims".into(), serde_json::to_value(&claims)?);
-        self.dir.write_json("config.json", base)?;
-        self.dir.write_json(
-            "manifest.json",
-            &Manifest::current(seeds.first().copied().unwrap_or(0), self.profile.name()),
-        )?;
-        self.dir
-            .write_json("summary.json", &serde_json::Value::Object(summary))?;
-        print_claims(self.fig, &claims);
-        Ok(FigureOutcome {
+        super::common::write_outcome(
+            &self.dir,
+            (self.fig, self.profile),
+            base,
+            seeds,
+            summary,
             claims,
-            dir: self.dir.path().to_path_buf(),
-        })
+        )
     }
 }
 
