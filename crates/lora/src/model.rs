@@ -225,12 +225,7 @@ impl Block {
         tokens: usize,
         heads: usize,
     ) -> Result<Tensor> {
-        let d = x.dim(1)?;
-        let first = |t: &Tensor| -> Result<Tensor> {
-            Ok(t.reshape((batch, tokens, d))?
-                .narrow(1, 0, 1)?
-                .reshape((batch, d))?)
-        };
+        let first = |t: &Tensor| first_tokens(t, batch, tokens);
         let after_attention_frozen = [&self.o, &self.fc1, &self.fc2].iter().all(|l| {
             l.adapter().is_none()
                 && !l.weight().track_op()
@@ -241,7 +236,7 @@ impl Block {
             .chain(&self.ls2)
             .all(|t| !t.track_op());
         let mlp = self.fc1.weight().dim(0)?;
-        if !after_attention_frozen || !gemm_rows_match(batch, d, mlp) {
+        if !after_attention_frozen || !gemm_rows_match(batch, x.dim(1)?, mlp) {
             return first(&self.forward(x, batch, tokens, heads, false)?);
         }
         #[cfg(test)]
@@ -265,6 +260,14 @@ impl Block {
         }
         Ok((x + m)?)
     }
+}
+
+/// Each input's first token, `(B, D)`, from `x` `(B·T, D)`.
+fn first_tokens(x: &Tensor, batch: usize, tokens: usize) -> Result<Tensor> {
+    let d = x.dim(1)?;
+    Ok(x.reshape((batch, tokens, d))?
+        .narrow(1, 0, 1)?
+        .reshape((batch, d))?)
 }
 
 /// Whether gemm (0.19, candle's CPU matmul) computes every row of the
@@ -603,7 +606,7 @@ impl VitModel {
         if first_only {
             x = match self.blocks.last() {
                 Some(last) => last.forward_first(&x, b, t, cfg.heads)?,
-                None => x.reshape((b, t, d))?.narrow(1, 0, 1)?.reshape((b, d))?,
+                None => first_tokens(&x, b, t)?,
             };
         }
         Ok((x, b, t, d))
