@@ -9,4 +9,5 @@ pub mod assets;
 pub mod cli;
 pub mod figures;
 pub mod plot;
+pub mod process;
 pub mod report;

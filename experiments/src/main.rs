@@ -118,6 +118,12 @@ enum AllocCommand {
 }
 
 fn main() -> ExitCode {
+    // SAFETY: the first statement of `main`: no other thread exists yet.
+    #[allow(unsafe_code)]
+    if let Err(e) = unsafe { wflora_experiments::process::apply_defaults() } {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run {

@@ -181,6 +181,9 @@ pub struct Manifest {
     pub dependencies: Vec<(String, String)>,
     /// Profile or configuration name.
     pub profile: String,
+    /// candle's thread pool and the allocator policy the process ran with
+    /// (they change the speed, not the numbers).
+    pub runtime: crate::process::Runtime,
 }
 
 impl Manifest {
@@ -202,6 +205,7 @@ impl Manifest {
                 .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
                 .collect(),
             profile: profile.to_owned(),
+            runtime: crate::process::current(),
         }
     }
 }

@@ -85,3 +85,81 @@ fn every_shipped_config_parses_and_validates() {
     }
     assert!(n >= 3, "expected the shipped configs in {}", dir.display());
 }
+
+/// The `wflora` binary with `args`, the environment's thread and allocator
+/// variables removed and `env` set; its exit status and stderr.
+fn wflora(args: &[&str], env: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wflora"));
+    cmd.args(args)
+        .env_remove("RAYON_NUM_THREADS")
+        .env_remove("GLIBC_TUNABLES");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_binary_applies_its_process_defaults_and_the_environment_wins() {
+    let dir = std::env::temp_dir().join(format!("wflora-cli-process-{}", std::process::id()));
+    let out = dir.to_str().unwrap();
+    let runtime = |env: &[(&str, &str)]| -> serde_json::Value {
+        let (status, stderr) = wflora(
+            &[
+                "reproduce",
+                "fig2",
+                "--profile",
+                "quick",
+                "--out",
+                out,
+                "--force",
+            ],
+            env,
+        );
+        // fig2's quick claims may fail; the run and its manifest must not
+        assert!(status.code().is_some_and(|c| c <= 1), "{stderr}");
+        let manifest = std::fs::read_to_string(dir.join("manifest.json")).unwrap();
+        serde_json::from_str::<serde_json::Value>(&manifest).unwrap()["runtime"].clone()
+    };
+    // Started bare (as `target/release/wflora`), the binary sets both.
+    let bare = runtime(&[]);
+    assert_eq!(bare["rayon_num_threads"], "1", "{bare}");
+    assert_eq!(bare["rayon_source"], "wflora_default", "{bare}");
+    if cfg!(all(target_os = "linux", target_env = "gnu")) {
+        assert_eq!(bare["malloc_source"], "wflora_default", "{bare}");
+        assert!(
+            bare["malloc"]
+                .as_str()
+                .unwrap()
+                .contains("trim threshold 1024 MiB"),
+            "{bare}"
+        );
+    }
+    // Values the user set are kept and recorded as theirs.
+    let theirs = runtime(&[
+        ("RAYON_NUM_THREADS", "2"),
+        ("GLIBC_TUNABLES", "glibc.malloc.arena_max=2"),
+    ]);
+    assert_eq!(theirs["rayon_num_threads"], "2", "{theirs}");
+    assert_eq!(theirs["rayon_source"], "environment", "{theirs}");
+    assert_eq!(theirs["malloc_source"], "environment", "{theirs}");
+    assert!(
+        theirs["malloc"].as_str().unwrap().contains("arena_max=2"),
+        "{theirs}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_thread_count_that_is_not_a_number_is_a_clear_error() {
+    let (status, stderr) = wflora(&["list"], &[("RAYON_NUM_THREADS", "two")]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("RAYON_NUM_THREADS=\"two\"") && stderr.contains("whole number"),
+        "{stderr}"
+    );
+}

@@ -11,7 +11,7 @@
 //! row up to the warp's summation order; the peer bench's device check
 //! (`PEER_CHECK=1`) compares whole training steps against the CPU.
 //!
-//! The workspace's only `unsafe`: allocating an uninitialised device buffer
+//! The model crate's only `unsafe`: allocating an uninitialised device buffer
 //! that a kernel then fills, and the kernel launches (FFI whose arguments
 //! must match the kernel's signature). Each block says why it holds.
 

@@ -1,0 +1,291 @@
+//! The process settings the `wflora` binary runs with: candle's thread pool
+//! and the C allocator's policy for freed memory.
+//!
+//! Two settings outside the code decide how fast a training step runs on a
+//! CPU, and neither is visible in a config file:
+//!
+//! - **`RAYON_NUM_THREADS`.** The federated engines train clients
+//!   concurrently on their own worker threads; candle's thread pool beside
+//!   them would only spin, so one thread per client is faster. candle also
+//!   reads the variable before every CPU matmul and, when it is unset, counts
+//!   the machine's cores again by reading `/proc/cpuinfo` and `/sys`: about a
+//!   hundred file reads per training step of a small ViT.
+//! - **glibc's malloc thresholds.** A training step frees megabytes of
+//!   activations and allocates them again in the next step. By default glibc
+//!   returns such memory to the kernel after every step (large blocks are
+//!   unmapped, the tops of worker threads' heaps trimmed), and the next step
+//!   page-faults it back in, zero-filled: a tenth to a quarter of a step's
+//!   time in the kernel. A 32 MiB `mmap` threshold and a 1 GiB trim threshold
+//!   keep it in the process.
+//!
+//! [`apply_defaults`] sets both where the user has not (a value already in
+//! the environment always wins, as does any `glibc.malloc.*` tunable in
+//! `GLIBC_TUNABLES`), so running `target/release/wflora` directly is as fast
+//! as running it through `cargo run` or `just`, whose `.cargo/config.toml`
+//! sets the same values. [`current`] reports what the process runs with; every run's manifest
+//! records it.
+//!
+//! This module knows nothing of what runs afterwards; its one `unsafe`
+//! is the environment write (see [`apply_defaults`]) and the `mallopt` call.
+
+#![allow(unsafe_code)]
+
+use serde::Serialize;
+use std::sync::OnceLock;
+
+/// The `RAYON_NUM_THREADS` the binary sets when the environment has none.
+pub const DEFAULT_RAYON_NUM_THREADS: &str = "1";
+
+/// Blocks at least this large (bytes) are `mmap`ed by glibc's malloc and
+/// unmapped when freed; smaller ones stay in its heaps (the largest value
+/// `mallopt` accepts on 64-bit targets).
+pub const MMAP_THRESHOLD: usize = 32 << 20;
+
+/// glibc returns free memory at the top of a heap to the kernel only when
+/// more than this many bytes (1 GiB) are free there.
+pub const TRIM_THRESHOLD: usize = 1 << 30;
+
+/// Where a setting came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// The environment the process was started with.
+    Environment,
+    /// [`apply_defaults`] set it.
+    WfloraDefault,
+    /// Neither: the library's or platform's own default.
+    Unset,
+}
+
+/// The settings a process runs with, as recorded in every manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Runtime {
+    /// `RAYON_NUM_THREADS` as the process sees it (`None`: unset, candle
+    /// and rayon then use one thread per core).
+    pub rayon_num_threads: Option<String>,
+    /// Where that value came from.
+    pub rayon_source: Source,
+    /// The allocator policy for freed memory, in words.
+    pub malloc: String,
+    /// Where that policy came from.
+    pub malloc_source: Source,
+}
+
+/// What [`apply_defaults`] does in a given environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plan {
+    /// Set `RAYON_NUM_THREADS` to [`DEFAULT_RAYON_NUM_THREADS`].
+    pub set_rayon_threads: bool,
+    /// Set glibc's thresholds to [`MMAP_THRESHOLD`] and [`TRIM_THRESHOLD`].
+    pub tune_malloc: bool,
+}
+
+/// Which defaults apply, from the values of `RAYON_NUM_THREADS` and
+/// `GLIBC_TUNABLES` (`None`: unset). A `RAYON_NUM_THREADS` that is not a
+/// whole number is an error (rayon and candle would silently ignore it and
+/// use every core); `0` keeps their meaning, one thread per core.
+pub fn plan(rayon_num_threads: Option<&str>, glibc_tunables: Option<&str>) -> Result<Plan, String> {
+    if let Some(v) = rayon_num_threads
+        && v.parse::<usize>().is_err()
+    {
+        return Err(format!(
+            "RAYON_NUM_THREADS={v:?}: expected a whole number of threads (0: one per core), \
+             or leave it unset for wflora's default of {DEFAULT_RAYON_NUM_THREADS}"
+        ));
+    }
+    Ok(Plan {
+        set_rayon_threads: rayon_num_threads.is_none(),
+        tune_malloc: !glibc_tunables.is_some_and(sets_malloc),
+    })
+}
+
+/// Whether a `GLIBC_TUNABLES` value sets any `glibc.malloc.*` tunable.
+fn sets_malloc(tunables: &str) -> bool {
+    tunables
+        .split(':')
+        .any(|t| t.trim_start().starts_with("glibc.malloc."))
+}
+
+static APPLIED: OnceLock<Runtime> = OnceLock::new();
+
+/// Reads an environment variable that must be UTF-8 if set.
+fn env_var(name: &str) -> Result<Option<String>, String> {
+    match std::env::var(name) {
+        Ok(v) => Ok(Some(v)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(v)) => Err(format!(
+            "{name}={v:?}: expected UTF-8 text, the value is not"
+        )),
+    }
+}
+
+/// Applies wflora's defaults where the environment sets nothing (see the
+/// module documentation) and returns what the process now runs with. A
+/// second call returns the first call's result and changes nothing.
+///
+/// # Errors
+/// A `RAYON_NUM_THREADS` or `GLIBC_TUNABLES` that cannot be read, or a
+/// `RAYON_NUM_THREADS` that is not a whole number.
+///
+/// # Safety
+/// No other thread of the process may exist yet (call it first thing in
+/// `main`): it writes the process environment, which another thread could
+/// be reading.
+pub unsafe fn apply_defaults() -> Result<&'static Runtime, String> {
+    if let Some(done) = APPLIED.get() {
+        return Ok(done);
+    }
+    let rayon = env_var("RAYON_NUM_THREADS")?;
+    let tunables = env_var("GLIBC_TUNABLES")?;
+    let plan = plan(rayon.as_deref(), tunables.as_deref())?;
+    let (rayon_num_threads, rayon_source) = if plan.set_rayon_threads {
+        // SAFETY: the caller guarantees that this is the only thread, so no
+        // other thread reads or writes the environment concurrently.
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", DEFAULT_RAYON_NUM_THREADS) };
+        (
+            Some(DEFAULT_RAYON_NUM_THREADS.to_owned()),
+            Source::WfloraDefault,
+        )
+    } else {
+        (rayon, Source::Environment)
+    };
+    let (malloc, malloc_source) = if plan.tune_malloc {
+        tune_malloc()
+    } else {
+        (
+            format!(
+                "glibc malloc with GLIBC_TUNABLES={}",
+                tunables.unwrap_or_default()
+            ),
+            Source::Environment,
+        )
+    };
+    Ok(APPLIED.get_or_init(|| Runtime {
+        rayon_num_threads,
+        rayon_source,
+        malloc,
+        malloc_source,
+    }))
+}
+
+/// Sets glibc's thresholds; the policy in words and where it came from.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn tune_malloc() -> (String, Source) {
+    let set = |param, value: usize| -> bool {
+        // The thresholds are constants far below `c_int::MAX`.
+        let Ok(value) = libc::c_int::try_from(value) else {
+            return false;
+        };
+        // SAFETY: `mallopt` takes two integers and changes the allocator's
+        // parameters under its own lock; it is safe to call at any time.
+        unsafe { libc::mallopt(param, value) == 1 }
+    };
+    let mmap = set(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+    let trim = set(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD);
+    if mmap && trim {
+        (
+            format!(
+                "glibc malloc, mmap threshold {} MiB, trim threshold {} MiB",
+                MMAP_THRESHOLD >> 20,
+                TRIM_THRESHOLD >> 20
+            ),
+            Source::WfloraDefault,
+        )
+    } else {
+        (
+            format!("glibc malloc, defaults (mallopt refused: mmap {mmap}, trim {trim})"),
+            Source::Unset,
+        )
+    }
+}
+
+/// Other platforms keep their allocator as it is.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn tune_malloc() -> (String, Source) {
+    ("the platform's malloc, untuned".to_owned(), Source::Unset)
+}
+
+/// What the process runs with: [`apply_defaults`]'s result where it ran,
+/// otherwise the environment as found (a program using the library crates
+/// without the binary).
+pub fn current() -> Runtime {
+    if let Some(done) = APPLIED.get() {
+        return done.clone();
+    }
+    let rayon = std::env::var("RAYON_NUM_THREADS").ok();
+    let tunables = std::env::var("GLIBC_TUNABLES")
+        .ok()
+        .filter(|t| sets_malloc(t));
+    Runtime {
+        rayon_source: if rayon.is_some() {
+            Source::Environment
+        } else {
+            Source::Unset
+        },
+        rayon_num_threads: rayon,
+        malloc_source: if tunables.is_some() {
+            Source::Environment
+        } else {
+            Source::Unset
+        },
+        malloc: match tunables {
+            Some(t) => format!("glibc malloc with GLIBC_TUNABLES={t}"),
+            None => "the platform's malloc, untuned".to_owned(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unset_variables_get_the_defaults() {
+        assert_eq!(
+            plan(None, None),
+            Ok(Plan {
+                set_rayon_threads: true,
+                tune_malloc: true
+            })
+        );
+    }
+
+    #[test]
+    fn the_environment_wins() {
+        let p = plan(Some("2"), Some("glibc.malloc.arena_max=1")).expect("valid");
+        assert!(!p.set_rayon_threads && !p.tune_malloc);
+        // `0` is rayon's "one per core", kept as the user's choice.
+        assert!(!plan(Some("0"), None).expect("valid").set_rayon_threads);
+        // tunables of other glibc parts leave malloc to us
+        let p = plan(
+            None,
+            Some("glibc.cpu.hwcaps=-AVX2:glibc.rtld.optional_static_tls=64"),
+        );
+        assert_eq!(
+            p,
+            Ok(Plan {
+                set_rayon_threads: true,
+                tune_malloc: true
+            })
+        );
+        assert!(
+            !plan(
+                None,
+                Some("glibc.cpu.x86_rep_movsb_threshold=1:glibc.malloc.trim_threshold=1")
+            )
+            .expect("valid")
+            .tune_malloc
+        );
+    }
+
+    #[test]
+    fn a_bad_thread_count_names_the_variable() {
+        for bad in ["", "two", "-1", "1.5", " 2"] {
+            let e = plan(Some(bad), None).expect_err(bad);
+            assert!(
+                e.contains("RAYON_NUM_THREADS") && e.contains("whole number"),
+                "{e}"
+            );
+        }
+    }
+}
