@@ -16,17 +16,23 @@
 //!   unmapped, the tops of worker threads' heaps trimmed), and the next step
 //!   page-faults it back in, zero-filled: a tenth to a quarter of a step's
 //!   time in the kernel. A 32 MiB `mmap` threshold and a 1 GiB trim threshold
-//!   keep it in the process.
+//!   keep most of it in the process (glibc still unmaps a worker thread's
+//!   heap once it is entirely empty; see `wflora_lora`'s notes on
+//!   `arena_max`).
 //!
-//! [`apply_defaults`] sets both where the user has not (a value already in
-//! the environment always wins, as does any `glibc.malloc.*` tunable in
-//! `GLIBC_TUNABLES`), so running `target/release/wflora` directly is as fast
-//! as running it through `cargo run` or `just`, whose `.cargo/config.toml`
-//! sets the same values. [`current`] reports what the process runs with; every run's manifest
-//! records it.
+//! [`apply_defaults`] sets both where the user has not: a `RAYON_NUM_THREADS`
+//! already in the environment always wins, and so does any malloc setting
+//! (a `glibc.malloc.*` tunable in `GLIBC_TUNABLES`, or one of glibc's older
+//! `MALLOC_*` variables). So running `target/release/wflora` directly is as
+//! fast as running it through `cargo run` or `just`, whose
+//! `.cargo/config.toml` sets the same values. [`current`] reports what the
+//! process runs with; every run's manifest records it. Programs the binary
+//! starts (pip, npm, apt-get in `wflora assets fetch`) inherit
+//! `RAYON_NUM_THREADS`; the malloc thresholds are the process's own.
 //!
-//! This module knows nothing of what runs afterwards; its one `unsafe`
-//! is the environment write (see [`apply_defaults`]) and the `mallopt` call.
+//! This module knows nothing of what runs afterwards. Its `unsafe` is the
+//! environment write and the `mallopt` calls, both sound only while the
+//! process has one thread (see [`apply_defaults`]).
 
 #![allow(unsafe_code)]
 
@@ -71,7 +77,7 @@ pub struct Runtime {
     pub malloc_source: Source,
 }
 
-/// What [`apply_defaults`] does in a given environment.
+/// What [`apply_defaults`] does in a given environment (see [`plan`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Plan {
     /// Set `RAYON_NUM_THREADS` to [`DEFAULT_RAYON_NUM_THREADS`].
@@ -80,11 +86,19 @@ pub struct Plan {
     pub tune_malloc: bool,
 }
 
-/// Which defaults apply, from the values of `RAYON_NUM_THREADS` and
-/// `GLIBC_TUNABLES` (`None`: unset). A `RAYON_NUM_THREADS` that is not a
-/// whole number is an error (rayon and candle would silently ignore it and
-/// use every core); `0` keeps their meaning, one thread per core.
-pub fn plan(rayon_num_threads: Option<&str>, glibc_tunables: Option<&str>) -> Result<Plan, String> {
+/// Which defaults apply, from the value of `RAYON_NUM_THREADS` (`None`:
+/// unset; set but empty counts as unset, as rayon and candle read it) and
+/// whether the environment holds a malloc setting of its own
+/// ([`sets_malloc`]).
+///
+/// A `RAYON_NUM_THREADS` that is not a whole number is an error: rayon and
+/// candle would silently ignore it and use every core. `0` is kept as the
+/// user's choice and means what it means to them: rayon's pool gets one
+/// thread per logical CPU, and candle counts the physical cores again before
+/// every CPU matmul. candle's separate `CANDLE_NUM_THREADS` (its barrier
+/// pool, unused by our CPU paths) is left as it is.
+pub fn plan(rayon_num_threads: Option<&str>, user_malloc: bool) -> Result<Plan, String> {
+    let rayon_num_threads = rayon_num_threads.filter(|v| !v.is_empty());
     if let Some(v) = rayon_num_threads
         && v.parse::<usize>().is_err()
     {
@@ -95,15 +109,33 @@ pub fn plan(rayon_num_threads: Option<&str>, glibc_tunables: Option<&str>) -> Re
     }
     Ok(Plan {
         set_rayon_threads: rayon_num_threads.is_none(),
-        tune_malloc: !glibc_tunables.is_some_and(sets_malloc),
+        tune_malloc: !user_malloc,
     })
 }
 
-/// Whether a `GLIBC_TUNABLES` value sets any `glibc.malloc.*` tunable.
-fn sets_malloc(tunables: &str) -> bool {
-    tunables
-        .split(':')
-        .any(|t| t.trim_start().starts_with("glibc.malloc."))
+/// Whether the environment (`(name, value)` pairs) sets glibc's malloc: a
+/// `glibc.malloc.*` tunable in `GLIBC_TUNABLES`, or any of the older
+/// `MALLOC_*` variables glibc still reads (`MALLOC_ARENA_MAX`,
+/// `MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`, `MALLOC_TOP_PAD_`, ...).
+pub fn sets_malloc<K: AsRef<str>, V: AsRef<str>>(env: impl IntoIterator<Item = (K, V)>) -> bool {
+    env.into_iter().any(|(k, v)| {
+        let (k, v) = (k.as_ref(), v.as_ref());
+        k.starts_with("MALLOC_")
+            || (k == "GLIBC_TUNABLES"
+                && v.split(':')
+                    .any(|t| t.trim_start().starts_with("glibc.malloc.")))
+    })
+}
+
+/// The malloc settings in the process environment, in words (`None`: none).
+fn user_malloc_settings() -> Option<String> {
+    let found: Vec<String> = std::env::vars_os()
+        .filter_map(|(k, v)| {
+            let (k, v) = (k.to_string_lossy(), v.to_string_lossy());
+            sets_malloc([(&*k, &*v)]).then(|| format!("{k}={v}"))
+        })
+        .collect();
+    (!found.is_empty()).then(|| found.join(" "))
 }
 
 static APPLIED: OnceLock<Runtime> = OnceLock::new();
@@ -124,41 +156,33 @@ fn env_var(name: &str) -> Result<Option<String>, String> {
 /// second call returns the first call's result and changes nothing.
 ///
 /// # Errors
-/// A `RAYON_NUM_THREADS` or `GLIBC_TUNABLES` that cannot be read, or a
-/// `RAYON_NUM_THREADS` that is not a whole number.
+/// A `RAYON_NUM_THREADS` that is not UTF-8 or not a whole number.
 ///
 /// # Safety
 /// No other thread of the process may exist yet (call it first thing in
-/// `main`): it writes the process environment, which another thread could
-/// be reading.
+/// `main`): it writes the process environment and glibc's malloc
+/// parameters, which another thread could be reading.
 pub unsafe fn apply_defaults() -> Result<&'static Runtime, String> {
     if let Some(done) = APPLIED.get() {
         return Ok(done);
     }
     let rayon = env_var("RAYON_NUM_THREADS")?;
-    let tunables = env_var("GLIBC_TUNABLES")?;
-    let plan = plan(rayon.as_deref(), tunables.as_deref())?;
-    let (rayon_num_threads, rayon_source) = if plan.set_rayon_threads {
+    let user_malloc = user_malloc_settings();
+    let plan = plan(rayon.as_deref(), user_malloc.is_some())?;
+    let rayon_source = if plan.set_rayon_threads {
         // SAFETY: the caller guarantees that this is the only thread, so no
         // other thread reads or writes the environment concurrently.
         unsafe { std::env::set_var("RAYON_NUM_THREADS", DEFAULT_RAYON_NUM_THREADS) };
-        (
-            Some(DEFAULT_RAYON_NUM_THREADS.to_owned()),
-            Source::WfloraDefault,
-        )
+        Source::WfloraDefault
     } else {
-        (rayon, Source::Environment)
+        Source::Environment
     };
-    let (malloc, malloc_source) = if plan.tune_malloc {
-        tune_malloc()
-    } else {
-        (
-            format!(
-                "glibc malloc with GLIBC_TUNABLES={}",
-                tunables.unwrap_or_default()
-            ),
-            Source::Environment,
-        )
+    // what the process now sees, not what was planned
+    let rayon_num_threads = env_var("RAYON_NUM_THREADS")?;
+    let (malloc, malloc_source) = match user_malloc {
+        // SAFETY: the caller guarantees that this is the only thread.
+        None => unsafe { tune_malloc() },
+        Some(settings) => (format!("glibc malloc with {settings}"), Source::Environment),
     };
     Ok(APPLIED.get_or_init(|| Runtime {
         rayon_num_threads,
@@ -169,15 +193,20 @@ pub unsafe fn apply_defaults() -> Result<&'static Runtime, String> {
 }
 
 /// Sets glibc's thresholds; the policy in words and where it came from.
+///
+/// # Safety
+/// No other thread may exist: glibc's `mallopt` is MT-Unsafe (other
+/// threads' `malloc` and `free` read the parameters it writes without a
+/// lock).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn tune_malloc() -> (String, Source) {
+unsafe fn tune_malloc() -> (String, Source) {
     let set = |param, value: usize| -> bool {
         // The thresholds are constants far below `c_int::MAX`.
         let Ok(value) = libc::c_int::try_from(value) else {
             return false;
         };
-        // SAFETY: `mallopt` takes two integers and changes the allocator's
-        // parameters under its own lock; it is safe to call at any time.
+        // SAFETY: `tune_malloc`'s caller guarantees that no other thread
+        // exists, so nothing allocates while the parameters change.
         unsafe { libc::mallopt(param, value) == 1 }
     };
     let mmap = set(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
@@ -200,8 +229,11 @@ fn tune_malloc() -> (String, Source) {
 }
 
 /// Other platforms keep their allocator as it is.
+///
+/// # Safety
+/// None needed; `unsafe` to match the glibc version.
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn tune_malloc() -> (String, Source) {
+unsafe fn tune_malloc() -> (String, Source) {
     ("the platform's malloc, untuned".to_owned(), Source::Unset)
 }
 
@@ -213,9 +245,7 @@ pub fn current() -> Runtime {
         return done.clone();
     }
     let rayon = std::env::var("RAYON_NUM_THREADS").ok();
-    let tunables = std::env::var("GLIBC_TUNABLES")
-        .ok()
-        .filter(|t| sets_malloc(t));
+    let settings = user_malloc_settings();
     Runtime {
         rayon_source: if rayon.is_some() {
             Source::Environment
@@ -223,13 +253,13 @@ pub fn current() -> Runtime {
             Source::Unset
         },
         rayon_num_threads: rayon,
-        malloc_source: if tunables.is_some() {
+        malloc_source: if settings.is_some() {
             Source::Environment
         } else {
             Source::Unset
         },
-        malloc: match tunables {
-            Some(t) => format!("glibc malloc with GLIBC_TUNABLES={t}"),
+        malloc: match settings {
+            Some(s) => format!("glibc malloc with {s}"),
             None => "the platform's malloc, untuned".to_owned(),
         },
     }
@@ -241,47 +271,55 @@ mod tests {
 
     #[test]
     fn unset_variables_get_the_defaults() {
-        assert_eq!(
-            plan(None, None),
-            Ok(Plan {
-                set_rayon_threads: true,
-                tune_malloc: true
-            })
-        );
+        let both = Ok(Plan {
+            set_rayon_threads: true,
+            tune_malloc: true,
+        });
+        assert_eq!(plan(None, false), both);
+        // set but empty is unset, as rayon and candle read it
+        assert_eq!(plan(Some(""), false), both);
     }
 
     #[test]
     fn the_environment_wins() {
-        let p = plan(Some("2"), Some("glibc.malloc.arena_max=1")).expect("valid");
+        let p = plan(Some("2"), true).expect("valid");
         assert!(!p.set_rayon_threads && !p.tune_malloc);
         // `0` is rayon's "one per core", kept as the user's choice.
-        assert!(!plan(Some("0"), None).expect("valid").set_rayon_threads);
+        assert!(!plan(Some("0"), false).expect("valid").set_rayon_threads);
+    }
+
+    #[test]
+    fn malloc_settings_are_recognised() {
+        let none: [(&str, &str); 0] = [];
+        assert!(!sets_malloc(none));
         // tunables of other glibc parts leave malloc to us
-        let p = plan(
-            None,
-            Some("glibc.cpu.hwcaps=-AVX2:glibc.rtld.optional_static_tls=64"),
-        );
-        assert_eq!(
-            p,
-            Ok(Plan {
-                set_rayon_threads: true,
-                tune_malloc: true
-            })
-        );
-        assert!(
-            !plan(
-                None,
-                Some("glibc.cpu.x86_rep_movsb_threshold=1:glibc.malloc.trim_threshold=1")
-            )
-            .expect("valid")
-            .tune_malloc
-        );
+        assert!(!sets_malloc([
+            (
+                "GLIBC_TUNABLES",
+                "glibc.cpu.hwcaps=-AVX2:glibc.rtld.optional_static_tls=64"
+            ),
+            ("PATH", "/usr/bin"),
+            ("RAYON_NUM_THREADS", "1"),
+        ]));
+        assert!(sets_malloc([(
+            "GLIBC_TUNABLES",
+            "glibc.cpu.x86_rep_movsb_threshold=1:glibc.malloc.trim_threshold=1"
+        )]));
+        for old in [
+            "MALLOC_ARENA_MAX",
+            "MALLOC_TRIM_THRESHOLD_",
+            "MALLOC_TOP_PAD_",
+        ] {
+            assert!(sets_malloc([(old, "1")]), "{old}");
+        }
+        // a malloc tunable named in another variable is not a setting
+        assert!(!sets_malloc([("NOTES", "glibc.malloc.arena_max=1")]));
     }
 
     #[test]
     fn a_bad_thread_count_names_the_variable() {
-        for bad in ["", "two", "-1", "1.5", " 2"] {
-            let e = plan(Some(bad), None).expect_err(bad);
+        for bad in ["two", "-1", "1.5", " 2"] {
+            let e = plan(Some(bad), false).expect_err(bad);
             assert!(
                 e.contains("RAYON_NUM_THREADS") && e.contains("whole number"),
                 "{e}"

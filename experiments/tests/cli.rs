@@ -86,13 +86,18 @@ fn every_shipped_config_parses_and_validates() {
     assert!(n >= 3, "expected the shipped configs in {}", dir.display());
 }
 
-/// The `wflora` binary with `args`, the environment's thread and allocator
+/// The `wflora` binary with `args`, the environment's thread and malloc
 /// variables removed and `env` set; its exit status and stderr.
 fn wflora(args: &[&str], env: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wflora"));
     cmd.args(args)
         .env_remove("RAYON_NUM_THREADS")
         .env_remove("GLIBC_TUNABLES");
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("MALLOC_") {
+            cmd.env_remove(k);
+        }
+    }
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -103,11 +108,23 @@ fn wflora(args: &[&str], env: &[(&str, &str)]) -> (std::process::ExitStatus, Str
     )
 }
 
+/// Removes a directory when dropped, also when the test fails.
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 #[test]
 fn the_binary_applies_its_process_defaults_and_the_environment_wins() {
-    let dir = std::env::temp_dir().join(format!("wflora-cli-process-{}", std::process::id()));
-    let out = dir.to_str().unwrap();
-    let runtime = |env: &[(&str, &str)]| -> serde_json::Value {
+    let dir =
+        TempDir(std::env::temp_dir().join(format!("wflora-cli-process-{}", std::process::id())));
+    // each run in a directory of its own, so a failed run cannot be read
+    // through an earlier run's manifest
+    let runtime = |name: &str, env: &[(&str, &str)]| -> serde_json::Value {
+        let out = dir.0.join(name);
         let (status, stderr) = wflora(
             &[
                 "reproduce",
@@ -115,18 +132,16 @@ fn the_binary_applies_its_process_defaults_and_the_environment_wins() {
                 "--profile",
                 "quick",
                 "--out",
-                out,
-                "--force",
+                out.to_str().unwrap(),
             ],
             env,
         );
-        // fig2's quick claims may fail; the run and its manifest must not
-        assert!(status.code().is_some_and(|c| c <= 1), "{stderr}");
-        let manifest = std::fs::read_to_string(dir.join("manifest.json")).unwrap();
+        assert!(status.success(), "{name}: {status}\n{stderr}");
+        let manifest = std::fs::read_to_string(out.join("manifest.json")).unwrap();
         serde_json::from_str::<serde_json::Value>(&manifest).unwrap()["runtime"].clone()
     };
     // Started bare (as `target/release/wflora`), the binary sets both.
-    let bare = runtime(&[]);
+    let bare = runtime("bare", &[]);
     assert_eq!(bare["rayon_num_threads"], "1", "{bare}");
     assert_eq!(bare["rayon_source"], "wflora_default", "{bare}");
     if cfg!(all(target_os = "linux", target_env = "gnu")) {
@@ -140,10 +155,13 @@ fn the_binary_applies_its_process_defaults_and_the_environment_wins() {
         );
     }
     // Values the user set are kept and recorded as theirs.
-    let theirs = runtime(&[
-        ("RAYON_NUM_THREADS", "2"),
-        ("GLIBC_TUNABLES", "glibc.malloc.arena_max=2"),
-    ]);
+    let theirs = runtime(
+        "theirs",
+        &[
+            ("RAYON_NUM_THREADS", "2"),
+            ("GLIBC_TUNABLES", "glibc.malloc.arena_max=2"),
+        ],
+    );
     assert_eq!(theirs["rayon_num_threads"], "2", "{theirs}");
     assert_eq!(theirs["rayon_source"], "environment", "{theirs}");
     assert_eq!(theirs["malloc_source"], "environment", "{theirs}");
@@ -151,7 +169,17 @@ fn the_binary_applies_its_process_defaults_and_the_environment_wins() {
         theirs["malloc"].as_str().unwrap().contains("arena_max=2"),
         "{theirs}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
+    // glibc's older variables count as the user's malloc setting too.
+    let old = runtime("old", &[("MALLOC_ARENA_MAX", "1")]);
+    assert_eq!(old["rayon_source"], "wflora_default", "{old}");
+    assert_eq!(old["malloc_source"], "environment", "{old}");
+    assert!(
+        old["malloc"]
+            .as_str()
+            .unwrap()
+            .contains("MALLOC_ARENA_MAX=1"),
+        "{old}"
+    );
 }
 
 #[test]
