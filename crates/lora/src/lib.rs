@@ -54,7 +54,9 @@
 //! every step; `GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824`
 //! removed that (+5 % for `tiny`, +20 % for ViT-S/14 at 56×56 in the crate's bench).
 //! The workspace's `.cargo/config.toml` sets that for every program cargo
-//! runs. Threads other than the main one get heaps of their own from glibc,
+//! runs, and the `wflora` binary sets the same thresholds (and
+//! `RAYON_NUM_THREADS=1`) itself where the environment does not; a program
+//! of your own using this crate chooses for itself. Threads other than the main one get heaps of their own from glibc,
 //! which unmaps each heap as soon as it is empty, so a shard's thread
 //! faulted its activations in again every step. For one large model split
 //! into [`TrainOptions::shards`], adding `:glibc.malloc.arena_max=1` keeps
