@@ -23,7 +23,7 @@ enum Command {
         /// The configuration file (see experiments/configs/).
         #[arg(long)]
         config: PathBuf,
-        /// Output directory (default: results/runs/<name>).
+        /// Output directory (default: results/runs/NAME, NAME from the config).
         #[arg(long)]
         out: Option<PathBuf>,
         /// Continue a run from its checkpoint.
@@ -52,7 +52,7 @@ enum Command {
         /// quick (CI smoke run), default (embedded data; claims required).
         #[arg(long, default_value = "default")]
         profile: wflora_experiments::figures::Profile,
-        /// Output directory (default: results/<figure>).
+        /// Output directory (default: results/FIGURE).
         #[arg(long)]
         out: Option<PathBuf>,
         /// Continue from the runs already in the output directory.

@@ -403,9 +403,9 @@ pub fn offline_settings(p: Profile) -> OfflineSettings {
 /// (seeds 1–3) the rule picked `ζ = 0.1` of `{0, 0.01, 0.1, 1}`.
 pub const SOFT_ZETA: f64 = 0.1;
 
-/// The base run of a profile: [`shrink`] of the embedded default for
-/// `quick` and `default`, [`real_base`] for `real` / `real-noniid`,
-/// [`paper_base`] for `paper`.
+/// The base run of a profile: `shrink` of the embedded default for
+/// `quick` and `default`, `real_base` for `real` / `real-noniid`,
+/// `paper_base` for `paper`.
 ///
 /// # Errors
 /// A missing or altered asset, or a missing path for `paper`, naming what
@@ -571,7 +571,7 @@ pub fn paper_base() -> Result<RunConfig, CliError> {
 }
 
 /// The `paper` profile's run for a weights file and a CIFAR-100 binary
-/// directory (see [`paper_base`]).
+/// directory (see `paper_base`).
 ///
 /// # Errors
 /// A path that does not exist, named.

@@ -4,7 +4,7 @@
 //! partitions.
 //!
 //! The bound table comes from TSFA's offline stage on the TSFA base
-//! ([`super::common::tsfa_base`], [`super::common::offline_settings`]):
+//! (`common::tsfa_base`, `common::offline_settings`):
 //! pilots with ILoRA give `Γ(r)` (the reference pilot's update spectrum) and
 //! `C(r)` (the pilots' mean covariance, fitted), and each candidate rank
 //! gets the largest whole-component ratio whose expected round latency

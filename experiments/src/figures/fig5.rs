@@ -2,7 +2,7 @@
 //! test accuracy against *simulated* time, and the running-average round
 //! latency and the virtual queue against the round.
 //!
-//! Arms, all on the TSFA base ([`super::common::tsfa_base`]) and one
+//! Arms, all on the TSFA base (`common::tsfa_base`) and one
 //! latency budget `T̄ = 0.6·T_ILoRA` (ILoRA at rank 8, equal bandwidth,
 //! mean channel):
 //! - **TSFA**: the offline stage's `r*`, then drift-plus-penalty each round;

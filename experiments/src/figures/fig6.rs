@@ -3,7 +3,7 @@
 //! average latency and queue.
 //!
 //! The sweep holds the rank at 8 (the online stage alone, on the TSFA base
-//! [`super::common::tsfa_base`]): `V ∈ {0.01, 0.1, 1, 10}` at
+//! `common::tsfa_base`): `V ∈ {0.01, 0.1, 1, 10}` at
 //! `T̄ = 0.6·T_ILoRA`, and `T̄/T_ILoRA ∈ {0.4, 0.6, 0.8, 1.0}` at `V = 0.1`
 //! (the shared point runs once). Drift-plus-penalty trades an `O(1/V)`
 //! distance from the least penalty against an `O(V)` queue backlog: a

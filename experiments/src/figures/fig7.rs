@@ -2,7 +2,7 @@
 //! with the offline stage's `r*` marked (METHOD §4).
 //!
 //! Every rank of the offline stage's candidates runs TSFA's online stage
-//! (drift-plus-penalty on the TSFA base [`super::common::tsfa_base`]) with
+//! (drift-plus-penalty on the TSFA base `common::tsfa_base`) with
 //! the same `T̄ = 0.6·T_ILoRA` at rank 8; the run at `r*` is exactly the
 //! TSFA run. The claim: the offline choice sits near the best rank, i.e.
 //! the best rank's accuracy is not clearly above `r*`'s.

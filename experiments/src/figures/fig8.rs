@@ -9,7 +9,7 @@
 //! ([`wflora_soft::orthogonality_report`]), averaged over the matrices.
 //!
 //! `ζ` is chosen here, once, for every SOFT run of the other figures
-//! ([`super::common::SOFT_ZETA`]), by a rule fixed before looking: the
+//! (`common::SOFT_ZETA`), by a rule fixed before looking: the
 //! largest `ζ` of the plain-regulariser grid whose importance error is
 //! lower than at `ζ = 0` (paired lower end > 0) and whose final accuracy is
 //! within a point of `ζ = 0` (paired lower end of the difference >= −0.01);
