@@ -179,10 +179,11 @@ pub unsafe fn apply_defaults() -> Result<&'static Runtime, String> {
     };
     // what the process now sees, not what was planned
     let rayon_num_threads = env_var("RAYON_NUM_THREADS")?;
-    let (malloc, malloc_source) = match user_malloc {
+    let (malloc, malloc_source) = if plan.tune_malloc {
         // SAFETY: the caller guarantees that this is the only thread.
-        None => unsafe { tune_malloc() },
-        Some(settings) => (format!("glibc malloc with {settings}"), Source::Environment),
+        unsafe { tune_malloc() }
+    } else {
+        malloc_as_found(user_malloc)
     };
     Ok(APPLIED.get_or_init(|| Runtime {
         rayon_num_threads,
@@ -234,7 +235,16 @@ unsafe fn tune_malloc() -> (String, Source) {
 /// None needed; `unsafe` to match the glibc version.
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 unsafe fn tune_malloc() -> (String, Source) {
-    ("the platform's malloc, untuned".to_owned(), Source::Unset)
+    malloc_as_found(None)
+}
+
+/// The allocator policy in words for the malloc settings found in the
+/// environment (`None`: none), and where it came from.
+fn malloc_as_found(settings: Option<String>) -> (String, Source) {
+    match settings {
+        Some(s) => (format!("glibc malloc with {s}"), Source::Environment),
+        None => ("the platform's malloc, untuned".to_owned(), Source::Unset),
+    }
 }
 
 /// What the process runs with: [`apply_defaults`]'s result where it ran,
@@ -245,7 +255,7 @@ pub fn current() -> Runtime {
         return done.clone();
     }
     let rayon = std::env::var("RAYON_NUM_THREADS").ok();
-    let settings = user_malloc_settings();
+    let (malloc, malloc_source) = malloc_as_found(user_malloc_settings());
     Runtime {
         rayon_source: if rayon.is_some() {
             Source::Environment
@@ -253,15 +263,8 @@ pub fn current() -> Runtime {
             Source::Unset
         },
         rayon_num_threads: rayon,
-        malloc_source: if settings.is_some() {
-            Source::Environment
-        } else {
-            Source::Unset
-        },
-        malloc: match settings {
-            Some(s) => format!("glibc malloc with {s}"),
-            None => "the platform's malloc, untuned".to_owned(),
-        },
+        malloc,
+        malloc_source,
     }
 }
 
