@@ -54,7 +54,9 @@ pub enum LoraError {
         reason: String,
     },
     /// A pre-training cache file exists but is corrupt, truncated, or not ours.
-    #[error("pre-training cache file {path:?} is unusable ({reason}); delete it to retrain")]
+    #[error(
+        "pre-training cache file {path:?} is unusable ({reason}); delete it and run again to rebuild it (the backbone is pre-trained anew)"
+    )]
     CorruptCache {
         /// The cache file.
         path: PathBuf,

@@ -138,8 +138,9 @@ pub use hf::{HfLayout, load_hf_backbone, load_hf_backbone_bytes, load_hf_backbon
 pub use lora_linear::{LoraAdapter, LoraLinear};
 pub use model::{AdapterFactors, HeadParams, VitModel};
 pub use pretrain::{
-    CachedBackbone, KIND_PRETRAINED, META_FINAL_LOSS, META_KEY, META_KIND, PretrainOutcome,
-    PretrainSchedule, cached_pretrain, pretrain, pretrain_cache_key,
+    CachedBackbone, KIND_PRETRAINED, META_FINAL_LOSS, META_KEY, META_KIND, META_SHA256,
+    PretrainOutcome, PretrainSchedule, cache_checksum, cached_pretrain, pretrain,
+    pretrain_cache_key,
 };
 pub use regularizer::{NORM_EPS, RegulariserKind, orthogonality_penalty, orthogonality_value};
 pub use train::{

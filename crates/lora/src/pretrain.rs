@@ -25,10 +25,15 @@ pub const KIND_PRETRAINED: &str = "pretrained-backbone";
 pub const META_KEY: &str = "wflora.key";
 /// Metadata key holding the mean loss of the last tenth of the steps.
 pub const META_FINAL_LOSS: &str = "wflora.final_loss";
+/// Metadata key holding the file's checksum: SHA-256 (hex) over the cache
+/// key, the recorded final loss and the whole tensor data section (see
+/// [`cache_checksum`]). Verified on every load.
+pub const META_SHA256: &str = "wflora.sha256";
 
 /// How to pre-train: AdamW on random mini-batches (epoch-wise shuffles) of
 /// the source set, linear warm-up then cosine decay of the learning rate to 0.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PretrainSchedule {
     /// Optimizer steps.
     pub steps: usize,
@@ -190,7 +195,7 @@ pub fn pretrain_cache_key(
     seed: u64,
 ) -> Result<String> {
     let mut h = Sha256::new();
-    h.update(b"wflora-pretrain-v1\0");
+    h.update(b"wflora-pretrain-v2\0");
     h.update(json(config)?.as_bytes());
     h.update(b"\0");
     h.update(json(schedule)?.as_bytes());
@@ -239,10 +244,15 @@ pub struct CachedBackbone {
 /// (threads or processes) each train; the first to finish writes the file,
 /// the others check it as a hit would and return their own (equal) weights.
 ///
+/// Every file records its checksum ([`META_SHA256`]), checked on every
+/// load, so one flipped bit in the weights is an error rather than a
+/// different result.
+///
 /// Policy for a bad file: an existing file at the cache path that does not
-/// parse, is truncated, was not written by us, or records another key is an
-/// error ([`LoraError::CorruptCache`] naming the file). It is never
-/// overwritten or retrained over silently: delete it to retrain.
+/// parse, is truncated, was not written by us, records another key, has no
+/// checksum or fails it is an error ([`LoraError::CorruptCache`] naming the
+/// file). It is never overwritten or retrained over silently: delete it to
+/// retrain.
 ///
 /// # Errors
 /// As [`pretrain`], plus [`LoraError::Io`] and [`LoraError::CorruptCache`].
@@ -265,11 +275,22 @@ pub fn cached_pretrain(
         path: cache_dir.to_owned(),
         source,
     })?;
-    let meta = HashMap::from([
+    let loss = out.final_loss.to_string();
+    let mut meta = HashMap::from([
         (META_KIND.to_owned(), KIND_PRETRAINED.to_owned()),
         (META_KEY.to_owned(), key.clone()),
-        (META_FINAL_LOSS.to_owned(), out.final_loss.to_string()),
+        (META_FINAL_LOSS.to_owned(), loss.clone()),
     ]);
+    // The data section does not depend on the metadata: serialise once to
+    // learn it, then again with its checksum in the header.
+    let draft = out.backbone.to_safetensors_bytes(&meta)?;
+    let sum = data_section(&draft)
+        .map(|d| cache_checksum(&key, &loss, d))
+        .ok_or_else(|| LoraError::CorruptCache {
+            path: path.clone(),
+            reason: "the serialised backbone has no data section".into(),
+        })?;
+    meta.insert(META_SHA256.to_owned(), sum);
     let bytes = out.backbone.to_safetensors_bytes(&meta)?;
     let written = write_new(&path, &bytes).map_err(|source| LoraError::Io {
         path: path.clone(),
@@ -321,6 +342,29 @@ fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
     result
 }
 
+/// The checksum recorded under [`META_SHA256`]: SHA-256 (hex) over a tag,
+/// the cache key, the recorded final loss (as written) and the tensor data
+/// section of the safetensors file (every byte after its header).
+#[must_use]
+pub fn cache_checksum(key: &str, final_loss: &str, data: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(b"wflora-pretrain-file-v1\0");
+    h.update(key.as_bytes());
+    h.update(b"\0");
+    h.update(final_loss.as_bytes());
+    h.update(b"\0");
+    h.update(data);
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The tensor data section of safetensors bytes (after the `u64` header
+/// length and the header), or `None` where the lengths do not fit.
+fn data_section(bytes: &[u8]) -> Option<&[u8]> {
+    let n = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+    let start = usize::try_from(n).ok()?.checked_add(8)?;
+    bytes.get(start..)
+}
+
 fn load_cached(config: &VitConfig, path: &Path, key: &str) -> Result<CachedBackbone> {
     let corrupt = |reason: String| LoraError::CorruptCache {
         path: path.to_owned(),
@@ -339,10 +383,24 @@ fn load_cached(config: &VitConfig, path: &Path, key: &str) -> Result<CachedBackb
     if meta.get(META_KEY).map(String::as_str) != Some(key) {
         return Err(corrupt("it records another cache key".into()));
     }
-    let final_loss = meta
+    let loss = meta
         .get(META_FINAL_LOSS)
-        .and_then(|s| s.parse::<f64>().ok())
-        .ok_or_else(|| corrupt(format!("missing or unreadable `{META_FINAL_LOSS}`")))?;
+        .ok_or_else(|| corrupt(format!("missing `{META_FINAL_LOSS}`")))?;
+    let final_loss = loss
+        .parse::<f64>()
+        .map_err(|_| corrupt(format!("unreadable `{META_FINAL_LOSS}` '{loss}'")))?;
+    let recorded = meta
+        .get(META_SHA256)
+        .ok_or_else(|| corrupt(format!("it records no checksum (`{META_SHA256}`)")))?;
+    let computed = data_section(&bytes)
+        .map(|d| cache_checksum(key, loss, d))
+        .ok_or_else(|| corrupt("no tensor data section".into()))?;
+    if *recorded != computed {
+        return Err(corrupt(format!(
+            "its SHA-256 is {computed} where the file records {recorded}: \
+             the file was altered or damaged after it was written"
+        )));
+    }
     Ok(CachedBackbone {
         backbone: Arc::new(backbone),
         path: path.to_owned(),

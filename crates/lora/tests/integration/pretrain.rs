@@ -133,8 +133,75 @@ fn cache_hit_returns_identical_weights_and_bad_files_are_errors() {
             .contains(&k1[..32])
     );
 
-    // A truncated file is an error naming it, and is left as it is.
+    // One flipped bit in the tensor data (the last byte: a weight, past
+    // the header) is an error naming the file and how to rebuild it, and
+    // the file is left as it is; so is NaN written over a weight.
     let bytes = std::fs::read(&first.path).unwrap();
+    let mut flipped = bytes.clone();
+    *flipped.last_mut().unwrap() ^= 0x01;
+    std::fs::write(&first.path, &flipped).unwrap();
+    match cached_pretrain(&dir, &cfg, &data, &sched, 1).unwrap_err() {
+        e @ LoraError::CorruptCache { .. } => {
+            let msg = e.to_string();
+            assert!(msg.contains(&first.path.display().to_string()), "{msg}");
+            assert!(msg.contains("SHA-256"), "{msg}");
+            assert!(msg.contains("delete it and run again"), "{msg}");
+        }
+        other => panic!("{other}"),
+    }
+    assert_eq!(std::fs::read(&first.path).unwrap(), flipped);
+    let mut nan = bytes.clone();
+    let n = nan.len();
+    nan[n - 4..].copy_from_slice(&f32::NAN.to_le_bytes());
+    std::fs::write(&first.path, &nan).unwrap();
+    assert!(matches!(
+        cached_pretrain(&dir, &cfg, &data, &sched, 1).unwrap_err(),
+        LoraError::CorruptCache { .. }
+    ));
+    // A file of ours without a checksum (as older versions wrote) is refused.
+    let mut meta = std::collections::HashMap::from([
+        (
+            wflora_lora::META_KIND.to_owned(),
+            wflora_lora::KIND_PRETRAINED.to_owned(),
+        ),
+        (wflora_lora::META_KEY.to_owned(), k1.clone()),
+        (
+            wflora_lora::META_FINAL_LOSS.to_owned(),
+            first.final_loss.to_string(),
+        ),
+    ]);
+    std::fs::write(
+        &first.path,
+        first.backbone.to_safetensors_bytes(&meta).unwrap(),
+    )
+    .unwrap();
+    match cached_pretrain(&dir, &cfg, &data, &sched, 1).unwrap_err() {
+        LoraError::CorruptCache { reason, .. } => {
+            assert!(reason.contains("no checksum"), "{reason}")
+        }
+        other => panic!("{other}"),
+    }
+    // The checksum is what the crate documents: recomputed here from the
+    // file's own bytes by the public function, it lets the file load again.
+    let draft = first.backbone.to_safetensors_bytes(&meta).unwrap();
+    let header = u64::from_le_bytes(draft[..8].try_into().unwrap()) as usize;
+    meta.insert(
+        wflora_lora::META_SHA256.to_owned(),
+        wflora_lora::cache_checksum(&k1, &first.final_loss.to_string(), &draft[8 + header..]),
+    );
+    std::fs::write(
+        &first.path,
+        first.backbone.to_safetensors_bytes(&meta).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        cached_pretrain(&dir, &cfg, &data, &sched, 1)
+            .unwrap()
+            .from_cache
+    );
+    std::fs::write(&first.path, &bytes).unwrap();
+
+    // A truncated file is an error naming it, and is left as it is.
     std::fs::write(&first.path, &bytes[..bytes.len() / 2]).unwrap();
     match cached_pretrain(&dir, &cfg, &data, &sched, 1).unwrap_err() {
         LoraError::CorruptCache { path, .. } => assert_eq!(path, first.path),
