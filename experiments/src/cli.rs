@@ -3,7 +3,7 @@
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use wflora_fed::{RunConfig, Simulation, Task};
+use wflora_fed::{RunConfig, RunDir, Simulation, Start, Task};
 
 /// Any error a subcommand reports.
 pub type CliError = Box<dyn std::error::Error>;
@@ -22,14 +22,18 @@ pub fn progress(len: u64, what: &str) -> ProgressBar {
     bar
 }
 
-/// `wflora run --config FILE`.
-pub fn run(config: &Path, out: Option<&Path>, resume: bool) -> Result<(), CliError> {
+/// `wflora run --config FILE`: `start` says what to do with a run already
+/// in the output directory. The directory is locked and checked (an earlier
+/// run, the configuration of its checkpoint) before the task is built.
+pub fn run(config: &Path, out: Option<&Path>, start: Start) -> Result<(), CliError> {
     let text = std::fs::read_to_string(config)
         .map_err(|e| format!("cannot read config {}: {e}", config.display()))?;
     let cfg = RunConfig::from_toml(&text, &config.display().to_string())?;
     let dir = out
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("results/runs").join(&cfg.name));
+    cfg.validate()?;
+    let run_dir = RunDir::open(&dir, &cfg, start)?;
     eprintln!("building task (pre-training the backbone on first use)...");
     let task = Arc::new(Task::build(&cfg.task)?);
     let origin = match &cfg.task.weights {
@@ -50,7 +54,7 @@ pub fn run(config: &Path, out: Option<&Path>, resume: bool) -> Result<(), CliErr
     let rounds = cfg.federation.rounds as u64;
     let mut sim = Simulation::new(cfg, task)?;
     let bar = progress(rounds, "rounds");
-    let records = wflora_fed::run_to_end(&mut sim, &dir, resume, |r| {
+    let records = run_dir.run(&mut sim, usize::MAX, |r| {
         bar.set_position(r.round as u64);
         if let Some(a) = r.accuracy {
             bar.set_message(format!("acc {:.4}", a));
@@ -104,6 +108,10 @@ pub fn finetune(out: &Path, force: bool, steps: usize, seeds: u64) -> Result<(),
     let cfg = wflora_fed::TaskConfig::embedded_default();
     eprintln!("building task (pre-training the backbone on first use)...");
     let task = Task::build(&cfg)?;
+    if force {
+        // Only now that the new run has its task do the old results go.
+        dir.clear()?;
+    }
     let sched = |lr: f64| CentralSchedule {
         steps,
         batch_size: 32,

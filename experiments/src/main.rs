@@ -27,8 +27,12 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
         /// Continue a run from its checkpoint.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "force")]
         resume: bool,
+        /// Replace a run already in the output directory (it is cleared
+        /// once the new run has started).
+        #[arg(long)]
+        force: bool,
     },
     /// Centralised head-only vs LoRA vs full fine-tuning on the embedded default.
     Finetune {
@@ -56,7 +60,7 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
         /// Continue from the runs already in the output directory.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "force")]
         resume: bool,
         /// Overwrite earlier results in the output directory.
         #[arg(long)]
@@ -130,7 +134,15 @@ fn main() -> ExitCode {
             config,
             out,
             resume,
-        } => cli::run(&config, out.as_deref(), resume),
+            force,
+        } => cli::run(
+            &config,
+            out.as_deref(),
+            match (resume, force) {
+                (_, true) => wflora_fed::Start::Force,
+                (resume, false) => wflora_fed::Start::resume_if(resume),
+            },
+        ),
         Command::Finetune {
             out,
             force,

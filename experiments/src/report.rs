@@ -25,6 +25,9 @@ pub enum ReportError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// Another run holds the directory (its lock names the holder).
+    #[error(transparent)]
+    Locked(#[from] wflora_fed::FedError),
     /// Serialisation failed (a non-finite number in a JSON field, say).
     #[error("cannot serialise {what}: {source}")]
     Json {
@@ -109,26 +112,71 @@ impl fmt::Display for Claim {
     }
 }
 
-/// A results directory, checked once for earlier results when opened.
+/// A results directory, locked for this process ([`wflora_fed::DirLock`])
+/// and checked once for earlier results when opened.
 #[derive(Debug, Clone)]
 pub struct ResultsDir {
     dir: PathBuf,
+    lock: std::sync::Arc<wflora_fed::DirLock>,
 }
 
 impl ResultsDir {
-    /// Opens (creating it if needed) a results directory. If it already holds a
-    /// `summary.json`, it is refused unless `overwrite` is set.
+    /// Opens (creating it if needed) and locks a results directory. If it
+    /// already holds a `summary.json`, it is refused unless `overwrite` is
+    /// set.
+    ///
+    /// # Errors
+    /// [`ReportError::Locked`] when another run holds it (checked first, so
+    /// the holder is named whatever the directory holds),
+    /// [`ReportError::Exists`], or I/O errors.
     pub fn open(dir: &Path, overwrite: bool) -> Result<Self, ReportError> {
+        let lock = std::sync::Arc::new(wflora_fed::DirLock::acquire(dir)?);
         if dir.join("summary.json").exists() && !overwrite {
             return Err(ReportError::Exists(dir.to_path_buf()));
         }
-        std::fs::create_dir_all(dir).map_err(|source| ReportError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
         Ok(Self {
             dir: dir.to_path_buf(),
+            lock,
         })
+    }
+
+    /// Removes everything in the directory but its lock, `summary.json`
+    /// first: killed part-way, it leaves a directory that holds no results,
+    /// never old results beside missing runs.
+    ///
+    /// # Errors
+    /// I/O errors, naming the entry.
+    pub fn clear(&self) -> Result<(), ReportError> {
+        let err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| ReportError::Io { path, source }
+        };
+        let summary = self.file("summary.json");
+        match std::fs::remove_file(&summary) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(err(&summary)(e)),
+        }
+        let lock_name = self
+            .lock
+            .dir()
+            .join(wflora_fed::lock::LOCK_FILE)
+            .file_name()
+            .map(std::ffi::OsStr::to_owned);
+        for entry in std::fs::read_dir(&self.dir).map_err(err(&self.dir))? {
+            let entry = entry.map_err(err(&self.dir))?;
+            if Some(entry.file_name()) == lock_name {
+                continue;
+            }
+            let path = entry.path();
+            let is_dir = entry.file_type().map_err(err(&path))?.is_dir();
+            if is_dir {
+                std::fs::remove_dir_all(&path).map_err(err(&path))?;
+            } else {
+                std::fs::remove_file(&path).map_err(err(&path))?;
+            }
+        }
+        Ok(())
     }
 
     /// The directory.
@@ -254,7 +302,30 @@ mod tests {
             ResultsDir::open(&dir, false),
             Err(ReportError::Exists(_))
         ));
+        drop(r);
         assert!(ResultsDir::open(&dir, true).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn results_dir_is_locked_while_open_and_clear_keeps_only_the_lock() {
+        let dir = std::env::temp_dir().join(format!("wflora-report-lock-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let r = ResultsDir::open(&dir, false).unwrap();
+        let err = ResultsDir::open(&dir, true).unwrap_err().to_string();
+        assert!(err.contains("in use by another run"), "{err}");
+        assert!(err.contains(&dir.display().to_string()), "{err}");
+        r.write_json("summary.json", &serde_json::json!({"x": 1}))
+            .unwrap();
+        std::fs::create_dir_all(dir.join("runs/a")).unwrap();
+        std::fs::write(dir.join("runs/a/metrics.jsonl"), "x\n").unwrap();
+        r.clear().unwrap();
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, [wflora_fed::lock::LOCK_FILE]);
+        drop(r);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -63,7 +63,7 @@ fn run_with_a_bad_config_names_the_file_and_field() {
     std::fs::create_dir_all(&dir).unwrap();
     let bad = dir.join("bad.toml");
     std::fs::write(&bad, "name = \"x\"\nseed = 1\n").unwrap();
-    let err = cli::run(&bad, Some(&dir.join("out")), false)
+    let err = cli::run(&bad, Some(&dir.join("out")), wflora_fed::Start::Fresh)
         .unwrap_err()
         .to_string();
     assert!(err.contains("bad.toml") && err.contains("task"), "{err}");
@@ -190,4 +190,199 @@ fn a_thread_count_that_is_not_a_number_is_a_clear_error() {
         stderr.contains("RAYON_NUM_THREADS=\"two\"") && stderr.contains("whole number"),
         "{stderr}"
     );
+}
+
+/// The `wflora` binary run in `cwd` (so its caches live there) with `args`;
+/// its exit status, stdout and stderr.
+fn wflora_in(cwd: &Path, args: &[&str]) -> (std::process::ExitStatus, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wflora"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .unwrap();
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Every file below `dir` but the lock (whose holder changes) with the
+/// SHA-256 of its bytes, sorted by path.
+fn snapshot(dir: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(dir).unwrap().display().to_string();
+                if rel != wflora_fed::lock::LOCK_FILE {
+                    out.push((rel, wflora_data::sha256_hex(&std::fs::read(&p).unwrap())));
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_directory_in_use_is_refused_at_once_naming_it_and_the_holder() {
+    let dir = TempDir(std::env::temp_dir().join(format!("wflora-cli-lock-{}", std::process::id())));
+    let out = dir.0.join("fig2");
+    let held = wflora_fed::DirLock::acquire(&out).unwrap();
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/default.toml");
+    for args in [
+        vec![
+            "reproduce",
+            "fig2",
+            "--profile",
+            "quick",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        vec![
+            "reproduce",
+            "fig2",
+            "--profile",
+            "quick",
+            "--resume",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        vec![
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--resume",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    ] {
+        let (status, _, stderr) = wflora_in(&dir.0, &args);
+        assert_eq!(status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains("in use by another run"), "{stderr}");
+        assert!(stderr.contains(&out.display().to_string()), "{stderr}");
+        assert!(
+            stderr.contains(&format!("pid {}", std::process::id())),
+            "{stderr}"
+        );
+        // Refused before any work: nothing was pre-trained or written.
+        assert!(!dir.0.join(".cache").exists(), "{args:?}");
+    }
+    drop(held);
+    // --resume and --force exclude each other.
+    let (status, _, stderr) = wflora_in(
+        &dir.0,
+        &[
+            "reproduce",
+            "fig2",
+            "--resume",
+            "--force",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--force"), "{stderr}");
+}
+
+#[test]
+fn force_keeps_old_results_whole_until_the_new_run_has_started() {
+    let dir =
+        TempDir(std::env::temp_dir().join(format!("wflora-cli-force-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let out = dir.0.join("fig2");
+    let out_s = out.to_str().unwrap();
+    let (status, _, stderr) = wflora_in(
+        &dir.0,
+        &["reproduce", "fig2", "--profile", "quick", "--out", out_s],
+    );
+    assert!(status.success(), "{stderr}");
+    let before = snapshot(&out);
+    assert!(before.iter().any(|(p, _)| p == "summary.json"));
+    assert!(before.iter().any(|(p, _)| p.starts_with("runs/")));
+
+    // One flipped bit in the cached backbone's weights: an error naming
+    // the file and how to rebuild it, and the old results stay whole.
+    let cache = dir.0.join(".cache/wflora");
+    let file = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .unwrap();
+    let mut bytes = std::fs::read(&file).unwrap();
+    *bytes.last_mut().unwrap() ^= 0x10;
+    std::fs::write(&file, &bytes).unwrap();
+    let (status, _, stderr) = wflora_in(
+        &dir.0,
+        &[
+            "reproduce",
+            "fig2",
+            "--profile",
+            "quick",
+            "--force",
+            "--out",
+            out_s,
+        ],
+    );
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(file.file_name().unwrap().to_str().unwrap()),
+        "{stderr}"
+    );
+    assert!(stderr.contains("delete it and run again"), "{stderr}");
+    assert_eq!(
+        snapshot(&out),
+        before,
+        "old results changed by a --force that failed to start"
+    );
+
+    // --resume of a figure started with another profile is refused before
+    // its task is built (no backbone of that profile appears in the cache).
+    let cached = snapshot(&cache);
+    let (status, _, stderr) = wflora_in(
+        &dir.0,
+        &[
+            "reproduce",
+            "fig2",
+            "--profile",
+            "default",
+            "--resume",
+            "--out",
+            out_s,
+        ],
+    );
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("another profile or configuration"),
+        "{stderr}"
+    );
+    assert_eq!(snapshot(&cache), cached);
+
+    // With the damaged file gone, --force replaces the results with the
+    // same numbers.
+    std::fs::remove_file(&file).unwrap();
+    let (status, _, stderr) = wflora_in(
+        &dir.0,
+        &[
+            "reproduce",
+            "fig2",
+            "--profile",
+            "quick",
+            "--force",
+            "--out",
+            out_s,
+        ],
+    );
+    assert!(status.success(), "{stderr}");
+    let after = snapshot(&out);
+    for name in ["data.csv", "summary.json", "bound.csv"] {
+        let get =
+            |s: &[(String, String)]| s.iter().find(|(p, _)| p == name).map(|(_, b)| b.clone());
+        assert_eq!(get(&after), get(&before), "{name}");
+    }
 }

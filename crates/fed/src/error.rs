@@ -52,6 +52,16 @@ pub enum FedError {
         /// What is wrong.
         reason: String,
     },
+    /// Another process (or another run in this one) holds the output directory.
+    #[error(
+        "output directory {dir} is in use by another run ({holder}); wait for it to finish or choose another --out"
+    )]
+    Locked {
+        /// The directory.
+        dir: std::path::PathBuf,
+        /// The holder, as it recorded itself in the lock file.
+        holder: String,
+    },
     /// Training diverged (a non-finite loss or factor).
     #[error("round {round}: {what} is not finite (training diverged; lower the learning rate)")]
     Diverged {

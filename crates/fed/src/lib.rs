@@ -47,6 +47,7 @@ pub mod config;
 pub mod covariance;
 mod engine;
 mod error;
+pub mod lock;
 pub mod metrics;
 pub mod run;
 pub mod seed;
@@ -60,8 +61,9 @@ pub use config::{
 pub use covariance::{Covariance, covariance};
 pub use engine::{ModelState, PhaseTimes, RoundAllocation, Simulation};
 pub use error::FedError;
+pub use lock::DirLock;
 pub use metrics::RoundRecord;
-pub use run::{run_to_end, run_until};
+pub use run::{RunDir, Start, run_to_end, run_until};
 pub use task::{DatasetSource, PretrainedWeights, Task, TaskConfig, WeightsFormat};
 pub use tsfa::{LatencyModel, OfflinePlan, OfflineSettings, PilotRun, plan_offline};
 

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use wflora_fed::{FedError, RunConfig, Simulation, Task, run_to_end, run_until};
+use wflora_fed::{FedError, RunConfig, RunDir, Simulation, Start, Task, run_to_end, run_until};
 use wflora_soft::MethodKind;
 
 mod common;
@@ -88,6 +88,110 @@ fn checkpoint_of_another_config_is_refused() {
     let mut other = Simulation::new(other_cfg, task()).unwrap();
     let err = run_to_end(&mut other, &dir, true, |_| {}).unwrap_err();
     assert!(err.to_string().contains("another configuration"), "{err}");
+}
+
+#[test]
+fn a_second_run_on_a_directory_in_use_is_refused_at_once() {
+    let dir = scratch("locked");
+    let cfg = small(MethodKind::Soft);
+    let held = RunDir::open(&dir, &cfg, Start::Fresh).unwrap();
+    // Both a fresh start and a resume are refused while the first holds it,
+    // before any simulation exists, and the error names the directory and
+    // this process as the holder.
+    for start in [Start::Fresh, Start::Resume, Start::Force] {
+        let err = RunDir::open(&dir, &cfg, start).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, FedError::Locked { .. }), "{msg}");
+        assert!(msg.contains(&dir.display().to_string()), "{msg}");
+        assert!(
+            msg.contains(&format!("pid {}", std::process::id())),
+            "{msg}"
+        );
+    }
+    let mut sim = Simulation::new(cfg.clone(), task()).unwrap();
+    held.run(&mut sim, 2, |_| {}).unwrap();
+    // Released when the run ends: a resume may follow.
+    let mut sim = Simulation::new(cfg, task()).unwrap();
+    assert_eq!(run_to_end(&mut sim, &dir, true, |_| {}).unwrap().len(), 4);
+}
+
+#[test]
+fn resume_refuses_metrics_that_are_not_the_checkpoints_rounds() {
+    let cfg = small(MethodKind::Soft);
+    // Two runs' lines interleaved (rounds 1, 1, 2, 2): what two processes
+    // on one directory used to leave behind.
+    let dir = scratch("doubled");
+    let mut sim = Simulation::new(cfg.clone(), task()).unwrap();
+    run_until(&mut sim, &dir, false, 2, |_| {}).unwrap();
+    let text = lines(&dir);
+    let l: Vec<&str> = text.lines().collect();
+    let doubled = format!("{0}\n{0}\n{1}\n{1}\n", l[0], l[1]);
+    std::fs::write(dir.join("metrics.jsonl"), &doubled).unwrap();
+    let err = RunDir::open(&dir, &cfg, Start::Resume)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("metrics.jsonl"), "{err}");
+    assert!(err.contains("line 2 holds round 1"), "{err}");
+    assert_eq!(
+        lines(&dir),
+        doubled,
+        "a refused resume leaves the file alone"
+    );
+    // A line changed in place (same round numbers) fails the checkpoint's
+    // digest of the metrics.
+    let changed = text.replacen("\"participants\":3", "\"participants\":2", 1);
+    assert_ne!(changed, text);
+    std::fs::write(dir.join("metrics.jsonl"), &changed).unwrap();
+    let err = RunDir::open(&dir, &cfg, Start::Resume)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not the ones the checkpoint"), "{err}");
+    // The line of a round whose checkpoint was never written (a kill
+    // between the two) is dropped, as before.
+    let mut extra = text.clone();
+    extra.push_str(&l[1].replacen("\"round\":2", "\"round\":3", 1));
+    extra.push('\n');
+    std::fs::write(dir.join("metrics.jsonl"), &extra).unwrap();
+    let mut sim = Simulation::new(cfg.clone(), task()).unwrap();
+    let all = run_to_end(&mut sim, &dir, true, |_| {}).unwrap();
+    let whole_dir = scratch("doubled-whole");
+    let mut whole = Simulation::new(cfg, task()).unwrap();
+    assert_eq!(
+        all,
+        run_to_end(&mut whole, &whole_dir, false, |_| {}).unwrap()
+    );
+    assert_eq!(lines(&dir), lines(&whole_dir));
+}
+
+#[test]
+fn refusals_come_before_any_work_and_force_replaces_only_once_started() {
+    let dir = scratch("early");
+    let cfg = small(MethodKind::Soft);
+    let mut sim = Simulation::new(cfg.clone(), task()).unwrap();
+    run_until(&mut sim, &dir, false, 1, |_| {}).unwrap();
+    let kept = lines(&dir);
+    // No task or simulation is needed to be refused: another configuration
+    // on --resume, and an existing run without --resume or --force.
+    let mut other = cfg.clone();
+    other.compression.rho = 0.5;
+    let err = RunDir::open(&dir, &other, Start::Resume).unwrap_err();
+    assert!(err.to_string().contains("another configuration"), "{err}");
+    let err = RunDir::open(&dir, &cfg, Start::Fresh).unwrap_err();
+    assert!(err.to_string().contains("--force"), "{err}");
+    // --force opened but not run (the new run failed to start): the old
+    // run is whole.
+    drop(RunDir::open(&dir, &other, Start::Force).unwrap());
+    assert_eq!(lines(&dir), kept);
+    assert!(dir.join("state.ckpt").exists());
+    // Run, it replaces the old run with the new one's.
+    let forced = RunDir::open(&dir, &other, Start::Force).unwrap();
+    let mut sim = Simulation::new(other.clone(), task()).unwrap();
+    let records = forced.run(&mut sim, usize::MAX, |_| {}).unwrap();
+    assert_eq!(records.len(), 4);
+    let fresh_dir = scratch("early-fresh");
+    let mut fresh = Simulation::new(other, task()).unwrap();
+    run_to_end(&mut fresh, &fresh_dir, false, |_| {}).unwrap();
+    assert_eq!(lines(&dir), lines(&fresh_dir));
 }
 
 #[test]

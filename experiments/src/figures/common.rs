@@ -36,9 +36,9 @@ pub struct Runner {
 }
 
 impl Runner {
-    /// Opens the figure's directory (refusing earlier results unless
-    /// `--force`/`--resume`), clears old runs on `--force`, builds the task
-    /// of `base` and starts a progress bar over `total_rounds`.
+    /// Opens the figure's directory ([`open_results`]: every refusal before
+    /// any work), builds the task of `base`, clears old results on `--force`
+    /// ([`begin_results`]) and starts a progress bar over `total_rounds`.
     ///
     /// # Errors
     /// Existing results, I/O, or task errors.
@@ -49,7 +49,7 @@ impl Runner {
         total_rounds: usize,
     ) -> Result<Self, CliError> {
         base.validate()?;
-        let (dir, runs_dir) = open_results(opts)?;
+        let (dir, runs_dir) = open_results(opts, fig, base)?;
         eprintln!(
             "{fig} [{}]: building task ({})...",
             opts.profile.name(),
@@ -60,6 +60,7 @@ impl Runner {
             }
         );
         let task = Arc::new(Task::build(&base.task)?);
+        begin_results(&dir, opts, fig, base)?;
         let bar = progress(total_rounds as u64, &format!("{fig} rounds"));
         Ok(Self {
             fig,
@@ -454,20 +455,94 @@ pub fn real_base(alpha: f64) -> Result<RunConfig, CliError> {
     Ok(cfg)
 }
 
-/// A figure's results directory (existing results are refused unless
-/// `--force` or `--resume`) and its `runs/` folder, cleared on `--force`
-/// without `--resume`.
+/// The file, inside a figure's directory, that records what the figure was
+/// started with (figure, profile and base configuration), so that a
+/// `--resume` with anything else is refused before any work.
+pub const START_FILE: &str = ".wflora-start.json";
+
+/// A figure's results directory, locked for this process, and its `runs/`
+/// folder. Every refusal happens here, before the task is built: another
+/// run holding the directory, `--resume` with `--force`, earlier results
+/// (`summary.json`, or an unfinished `runs/`) without either, and
+/// `--resume` of a figure started with another profile or configuration.
+/// Nothing is removed here: see [`begin_results`].
 ///
 /// # Errors
-/// Existing results without `--force`/`--resume`, or I/O errors.
-pub fn open_results(opts: &FigureOptions) -> Result<(ResultsDir, PathBuf), CliError> {
+/// As above, naming the directory; I/O errors.
+pub fn open_results<T: Serialize>(
+    opts: &FigureOptions,
+    fig: &str,
+    base: &T,
+) -> Result<(ResultsDir, PathBuf), CliError> {
+    if opts.resume && opts.force {
+        return Err(
+            "--resume and --force exclude each other: --resume continues the runs in \
+                    the output directory, --force replaces them"
+                .into(),
+        );
+    }
     let dir = ResultsDir::open(&opts.out, opts.force || opts.resume)?;
     let runs = dir.path().join("runs");
-    if opts.force && !opts.resume && runs.exists() {
-        std::fs::remove_dir_all(&runs)
-            .map_err(|e| format!("cannot clear {}: {e}", runs.display()))?;
+    let unfinished = std::fs::read_dir(&runs).is_ok_and(|mut r| r.next().is_some());
+    if unfinished && !opts.force && !opts.resume {
+        return Err(format!(
+            "output directory {} holds an unfinished reproduction (runs/); pass --resume to \
+             continue it, --force to start over, or choose another --out",
+            dir.path().display()
+        )
+        .into());
+    }
+    let start = dir.file(START_FILE);
+    if opts.resume && start.exists() {
+        let text = std::fs::read_to_string(&start)
+            .map_err(|e| format!("cannot read {}: {e}", start.display()))?;
+        let found: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| format!("{}: corrupt or truncated: {e}", start.display()))?;
+        if found != start_record(fig, opts.profile, base)? {
+            return Err(format!(
+                "output directory {} holds {} started with another profile or configuration \
+                 than this --resume ({} of profile {}); resume with the same, pass --force to \
+                 start over, or choose another --out",
+                dir.path().display(),
+                found["figure"].as_str().unwrap_or("a figure"),
+                fig,
+                opts.profile.name()
+            )
+            .into());
+        }
     }
     Ok((dir, runs))
+}
+
+/// The start of a figure whose task has been built: on `--force` the old
+/// results go now ([`ResultsDir::clear`]), never before the new run could
+/// start; then what the figure was started with is recorded.
+///
+/// # Errors
+/// I/O errors.
+pub fn begin_results<T: Serialize>(
+    dir: &ResultsDir,
+    opts: &FigureOptions,
+    fig: &str,
+    base: &T,
+) -> Result<(), CliError> {
+    if opts.force {
+        dir.clear()?;
+    }
+    dir.write_json(START_FILE, &start_record(fig, opts.profile, base)?)?;
+    Ok(())
+}
+
+fn start_record<T: Serialize>(
+    fig: &str,
+    profile: Profile,
+    base: &T,
+) -> Result<serde_json::Value, CliError> {
+    Ok(serde_json::json!({
+        "figure": fig,
+        "profile": profile.name(),
+        "base": serde_json::to_value(base)?,
+    }))
 }
 
 /// The asset cache (`WFLORA_ASSETS`, else [`crate::assets::DEFAULT_CACHE`])

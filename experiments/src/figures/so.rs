@@ -168,12 +168,13 @@ impl SoRunner {
         total_rounds: usize,
     ) -> Result<Self, CliError> {
         base.validate()?;
-        let (dir, _) = super::common::open_results(opts)?;
+        let (dir, _) = super::common::open_results(opts, fig, base)?;
         eprintln!(
             "{fig} [{}]: building the tasks (pre-training the backbone on first use)...",
             opts.profile.name()
         );
         let data = Arc::new(MultiTask::build(base)?);
+        super::common::begin_results(&dir, opts, fig, base)?;
         Ok(Self {
             fig,
             profile: opts.profile,
