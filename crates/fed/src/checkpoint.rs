@@ -375,4 +375,24 @@ mod tests {
         assert_eq!(c.take("b", &[1], &p).unwrap(), vec![42.0]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    #[test]
+    fn a_write_that_fails_leaves_the_previous_checkpoint_whole() {
+        // What a full disk does to a write: here the temporary file cannot
+        // be written because a directory stands at its path.
+        let dir = std::env::temp_dir().join(format!("wflora-ckpt-full-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("state.ckpt");
+        sample().write(&p).unwrap();
+        let before = std::fs::read(&p).unwrap();
+        std::fs::create_dir_all(dir.join("state.ckpt.tmp")).unwrap();
+        let mut next = sample();
+        next.meta = serde_json::json!({"round": 4});
+        let err = next.write(&p).unwrap_err().to_string();
+        assert!(err.contains("state.ckpt.tmp"), "{err}");
+        assert_eq!(std::fs::read(&p).unwrap(), before);
+        assert_eq!(Checkpoint::read(&p, Some("abc")).unwrap(), sample());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
