@@ -116,10 +116,14 @@ pub fn client_weights(sizes: &[usize]) -> Result<Vec<f64>> {
 }
 
 /// How to split a dataset among clients (serialisable, for experiment configs).
+///
+/// Read from a table with a `kind` key; a key the kind does not take is an
+/// error (for `iid` too, which takes none).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Scheme {
     /// [`iid`].
+    #[serde(deserialize_with = "no_fields")]
     Iid,
     /// [`dirichlet`] with concentration `alpha`, each client at least
     /// `min_size` samples, at most `max_attempts` draws.
@@ -136,6 +140,34 @@ pub enum Scheme {
         /// Shards per client `s`.
         shards_per_client: usize,
     },
+}
+
+/// Reads the rest of an internally tagged unit variant's table: no key may
+/// be left besides `kind` (serde's `deny_unknown_fields` does not reach
+/// unit variants of internally tagged enums).
+fn no_fields<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<(), D::Error> {
+    struct NoFields;
+    impl<'de> serde::de::Visitor<'de> for NoFields {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("no key besides `kind`")
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> std::result::Result<(), E> {
+            Ok(())
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> std::result::Result<(), A::Error> {
+            match map.next_key::<String>()? {
+                None => Ok(()),
+                Some(key) => Err(serde::de::Error::custom(format_args!(
+                    "unknown field `{key}`: this kind takes no key besides `kind`"
+                ))),
+            }
+        }
+    }
+    d.deserialize_map(NoFields)
 }
 
 impl Scheme {

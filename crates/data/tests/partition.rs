@@ -241,6 +241,34 @@ fn scheme_round_trips_through_json() {
 }
 
 #[test]
+fn every_scheme_rejects_a_key_it_does_not_take() {
+    for (json, key) in [
+        (r#"{"kind":"iid","zz_unknown_key":1}"#, "zz_unknown_key"),
+        (
+            r#"{"kind":"dirichlet","alpha":0.1,"min_size":1,"max_attempts":9,"alhpa":1}"#,
+            "alhpa",
+        ),
+        (
+            r#"{"kind":"shards","shards_per_client":2,"extra":0}"#,
+            "extra",
+        ),
+    ] {
+        let err = serde_json::from_str::<Scheme>(json)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(key), "{json}: {err}");
+    }
+    assert_eq!(
+        serde_json::from_str::<Scheme>(r#"{"kind":"iid"}"#).unwrap(),
+        Scheme::Iid
+    );
+    assert_eq!(
+        serde_json::to_string(&Scheme::Iid).unwrap(),
+        r#"{"kind":"iid"}"#
+    );
+}
+
+#[test]
 fn client_weights_are_size_shares() {
     let w = client_weights(&[1, 3, 0, 4]).unwrap();
     assert_eq!(w, vec![0.125, 0.375, 0.0, 0.5]);

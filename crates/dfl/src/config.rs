@@ -3,10 +3,11 @@
 
 use std::path::PathBuf;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use wflora_channel::ChannelConfig;
 use wflora_fed::TaskConfig;
-use wflora_lora::{AdamWParams, OptimizerKind};
+use wflora_fed::config::{MemoryEstimate, MemoryFields, TrainingLoad, machine_memory, strict};
+use wflora_lora::{AdamWParams, FineTuneMode, LoraConfig, LoraTarget, OptimizerKind};
 
 use crate::error::DflError;
 
@@ -40,7 +41,11 @@ pub struct TaskSpec {
     #[serde(default)]
     pub transform: Transform,
     /// Text tasks (with [`DflConfig::text`]): the corpus and its classes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_task_text"
+    )]
     pub text: Option<TextTask>,
 }
 
@@ -121,9 +126,10 @@ impl Method {
 
 /// Who talks to whom.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
+#[serde(rename_all = "snake_case", tag = "kind", deny_unknown_fields)]
 pub enum Topology {
     /// Devices on a ring in index order.
+    #[serde(deserialize_with = "strict::no_fields")]
     Ring,
     /// Devices within `radius_m` of each other (raised to connect the graph).
     RandomGeometric {
@@ -131,6 +137,7 @@ pub enum Topology {
         radius_m: f64,
     },
     /// Everyone with everyone.
+    #[serde(deserialize_with = "strict::no_fields")]
     Full,
     /// Clusters by task similarity and link quality, cliques inside.
     Cluster {
@@ -154,6 +161,27 @@ impl Topology {
     }
 }
 
+/// Field readers for `#[serde(deserialize_with = "…")]`: each reads the
+/// named key through [`strict`] (a table, never a positional array).
+macro_rules! strict_fields {
+    ($($name:ident: $kind:ident($key:literal) -> $ty:ty;)*) => {$(
+        #[doc = concat!("Reads `", $key, "` through [`strict::", stringify!($kind), "`].")]
+        fn $name<'de, D: Deserializer<'de>>(d: D) -> Result<$ty, D::Error> {
+            strict::$kind(d, $key)
+        }
+    )*};
+}
+
+strict_fields! {
+    de_backbone: table("backbone") -> TaskConfig;
+    de_tasks: array_of_tables("tasks") -> Vec<TaskSpec>;
+    de_task_text: optional_table("text") -> Option<TextTask>;
+    de_topology: table("topology") -> Topology;
+    de_optimizer: optimizer("optimizer") -> OptimizerKind;
+    de_channel: table("channel") -> ChannelConfig;
+    de_text: optional_table("text") -> Option<TextSetup>;
+}
+
 /// A decentralized multi-task run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -164,8 +192,10 @@ pub struct DflConfig {
     pub seed: u64,
     /// The backbone (pre-trained as in `wflora-fed`'s task on its source
     /// classes) and the dataset; its target classes are not used.
+    #[serde(deserialize_with = "de_backbone")]
     pub backbone: TaskConfig,
     /// The tasks; device `k` works on task `k mod tasks.len()`.
+    #[serde(deserialize_with = "de_tasks")]
     pub tasks: Vec<TaskSpec>,
     /// Devices per task.
     pub devices_per_task: usize,
@@ -176,6 +206,7 @@ pub struct DflConfig {
     /// The scheme.
     pub method: Method,
     /// The graph.
+    #[serde(deserialize_with = "de_topology")]
     pub topology: Topology,
     /// LoRA rank of every device.
     pub rank: usize,
@@ -190,6 +221,7 @@ pub struct DflConfig {
     /// Mini-batch size.
     pub batch_size: usize,
     /// Local optimiser (fresh state every round).
+    #[serde(deserialize_with = "de_optimizer")]
     pub optimizer: OptimizerKind,
     /// Evaluate every this many rounds (and after the last).
     pub eval_every: usize,
@@ -197,10 +229,15 @@ pub struct DflConfig {
     pub workers: usize,
     /// The radio (D2D links use the uplink's model; the band is shared by
     /// FDMA among the devices that transmit in a round).
+    #[serde(deserialize_with = "de_channel")]
     pub channel: ChannelConfig,
     /// Text tasks: the BERT model and windowing (then every task has a
     /// [`TaskSpec::text`] source and `backbone` is not used).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_text"
+    )]
     pub text: Option<TextSetup>,
 }
 
@@ -264,7 +301,13 @@ impl DflConfig {
     /// [`DflError::Config`] with the parser's message or the invalid field.
     pub fn from_toml(text: &str, file: &str) -> Result<Self, DflError> {
         let cfg: Self = toml::from_str(text).map_err(|e| DflError::config(file, e.to_string()))?;
-        cfg.validate()?;
+        cfg.validate().map_err(|e| match e {
+            DflError::Config { field, reason } => DflError::Config {
+                field,
+                reason: format!("{reason} (in {file})"),
+            },
+            other => other,
+        })?;
         Ok(cfg)
     }
 
@@ -400,8 +443,141 @@ impl DflConfig {
                     format!("{} must be at least 3 ([CLS], a token, [SEP])", t.seq_len),
                 );
             }
+        } else {
+            // The vision backbone's shape is known from the configuration:
+            // the rank against its matrices, then the memory, before
+            // anything is read or allocated. (A text model's shape is read
+            // from its directory; `VitModel::new` checks the rank there.)
+            let vit = self.backbone.backbone_config().map_err(backbone_error)?;
+            lora_mode(self.rank, self.alpha)
+                .validate_for(&vit)
+                .map_err(|e| DflError::config("rank", e.to_string()))?;
+            if let Some(limit) = machine_memory() {
+                self.check_memory(limit)?;
+            }
         }
         Ok(())
+    }
+
+    /// A lower estimate of a vision run's memory from the configuration
+    /// alone (`None` for text tasks, whose model shape is read from a
+    /// file): the backbone's task ([`TaskConfig::memory_estimate`]) and the
+    /// whole image pool resized to `backbone.image_size`, every device's
+    /// factors and head, and the `workers` devices trained at once with
+    /// their optimiser state, mini-batches and activations.
+    ///
+    /// # Errors
+    /// The backbone's configuration is invalid (unknown preset, an image
+    /// size its patch does not divide), named as a `backbone.*` field.
+    pub fn memory_estimate(&self) -> Result<Option<MemoryEstimate>, DflError> {
+        if self.text.is_some() {
+            return Ok(None);
+        }
+        let b = &self.backbone;
+        let mut task = b.memory_estimate().map_err(backbone_error)?;
+        let vit = b.backbone_config().map_err(backbone_error)?;
+        let classes = self
+            .tasks
+            .iter()
+            .map(|t| t.classes.len())
+            .max()
+            .unwrap_or(1);
+        let model = vit.footprint(&lora_mode(self.rank, self.alpha), classes);
+        // The whole pool is resized before the tasks are dealt.
+        let embedded = matches!(b.dataset, wflora_fed::DatasetSource::EmbeddedFashionMnist);
+        let mut used: Vec<u32> = self
+            .tasks
+            .iter()
+            .flat_map(|t| t.classes.iter().copied())
+            .chain(b.source_classes.iter().copied())
+            .collect();
+        used.sort_unstable();
+        used.dedup();
+        let pool = if embedded {
+            (wflora_data::FASHION_MNIST_CLASSES.len() as u64)
+                .saturating_mul(wflora_fed::task::EMBEDDED_IMAGES_PER_CLASS)
+        } else {
+            used.len() as u64
+        };
+        task.dataset = task
+            .dataset
+            .saturating_add(pool.saturating_mul(model.input).saturating_mul(4));
+        // A device's pool: its task's share of the images, dealt among the
+        // tasks that claim a class and the task's devices.
+        let smallest = self
+            .tasks
+            .iter()
+            .map(|t| t.classes.len())
+            .min()
+            .unwrap_or(1) as u64;
+        let per_device = if embedded {
+            smallest.saturating_mul(wflora_fed::task::EMBEDDED_IMAGES_PER_CLASS)
+                / (self.tasks.len() as u64)
+                    .saturating_mul(self.devices_per_task as u64)
+                    .max(1)
+        } else {
+            1
+        };
+        let batch = (self.batch_size as u64).min(per_device.max(1));
+        Ok(Some(MemoryEstimate::of(
+            &task,
+            &model,
+            &TrainingLoad {
+                clients: self.devices(),
+                per_client_values: model.trainable,
+                concurrent: self.workers.min(self.devices()),
+                batch: usize::try_from(batch).unwrap_or(usize::MAX),
+                steps: self.local_steps,
+                parameter_copies: TrainingLoad::copies_for(&self.optimizer),
+            },
+        )))
+    }
+
+    /// Checks [`DflConfig::memory_estimate`] against `limit` bytes
+    /// ([`DflConfig::validate`] uses the machine's, [`machine_memory`]).
+    ///
+    /// # Errors
+    /// [`DflError::Config`] naming the fields that drive the largest part,
+    /// with the estimate and the limit.
+    pub fn check_memory(&self, limit: u64) -> Result<(), DflError> {
+        let Some(m) = self.memory_estimate()? else {
+            return Ok(());
+        };
+        m.check(
+            limit,
+            &MemoryFields {
+                model: "backbone.preset, backbone.image_size, rank",
+                pretraining: "backbone.image_size, backbone.preset, backbone.pretrain.batch_size",
+                training: "batch_size, local_steps, workers, backbone.image_size",
+                clients: "devices_per_task, tasks, rank",
+                dataset: "backbone.image_size, backbone.dataset",
+            },
+        )
+        .map_err(backbone_error)
+    }
+}
+
+/// The LoRA settings of every device: rank `rank`, `alpha`, on q and v.
+#[must_use]
+pub fn lora_mode(rank: usize, alpha: f64) -> FineTuneMode {
+    FineTuneMode::Lora(LoraConfig {
+        rank,
+        alpha,
+        targets: vec![LoraTarget::Q, LoraTarget::V],
+    })
+}
+
+/// An error of the backbone's [`TaskConfig`] (whose fields it names
+/// `task.*`) as a field of this configuration (`backbone.*`).
+fn backbone_error(e: wflora_fed::FedError) -> DflError {
+    match e {
+        wflora_fed::FedError::Config { field, reason } => DflError::Config {
+            field: field
+                .strip_prefix("task.")
+                .map_or(field.clone(), |rest| format!("backbone.{rest}")),
+            reason,
+        },
+        other => DflError::Fed(other),
     }
 }
 
@@ -470,5 +646,70 @@ mod tests {
         }
         let err = DflConfig::from_toml("name = 3", "bad.toml").expect_err("bad");
         assert!(err.to_string().contains("bad.toml"));
+    }
+
+    #[test]
+    fn sizes_are_checked_before_anything_is_allocated() {
+        let field_of = |c: &DflConfig| match c.validate() {
+            Err(DflError::Config { field, reason }) => (field, reason),
+            other => panic!("{other:?}"),
+        };
+        // the tiny backbone's q and v are 64×64
+        for rank in [100, 100_000] {
+            let mut c = DflConfig::embedded_default();
+            c.rank = rank;
+            let (field, reason) = field_of(&c);
+            assert_eq!(field, "rank");
+            assert!(reason.contains("1..=64"), "{reason}");
+        }
+        let mut c = DflConfig::embedded_default();
+        c.backbone.image_size = 1 << 32;
+        assert_eq!(field_of(&c).0, "backbone.image_size");
+
+        let c = DflConfig::embedded_default();
+        c.check_memory(1 << 30).expect("the default fits in 1 GiB");
+        let mut many = c.clone();
+        many.devices_per_task = 1 << 40;
+        let err = many.check_memory(64 << 30).expect_err("too many devices");
+        assert!(err.to_string().contains("devices_per_task"), "{err}");
+        let mut huge = c;
+        huge.backbone.preset = "vit-b16".into();
+        huge.backbone.image_size = 1 << 32;
+        let err = huge.check_memory(64 << 30).expect_err("2^56 tokens");
+        assert!(
+            err.to_string().contains("backbone.image_size") && err.to_string().contains("16 EiB"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_loader_names_the_file_and_rejects_unknown_keys_and_shapes() {
+        let mut c = DflConfig::embedded_default();
+        c.rank = 100;
+        let text = toml::to_string(&c).expect("serialise");
+        let err = DflConfig::from_toml(&text, "so.toml").expect_err("rank");
+        assert!(
+            err.to_string().contains("rank") && err.to_string().contains("so.toml"),
+            "{err}"
+        );
+        let mut c = DflConfig::embedded_default();
+        c.topology = Topology::Ring;
+        let text = toml::to_string(&c).expect("serialise");
+        let ring = "[topology]\nkind = \"ring\"\n";
+        assert!(text.contains(ring), "{text}");
+        let bad = text.replace(ring, "[topology]\nkind = \"ring\"\nclusters = 3\n");
+        let err = DflConfig::from_toml(&bad, "so.toml").expect_err("ring takes no key");
+        assert!(err.to_string().contains("clusters"), "{err}");
+        let mut doc: toml::Table = text.parse().expect("toml");
+        doc.insert(
+            "topology".into(),
+            toml::Value::Array(vec![toml::Value::String("ring".into())]),
+        );
+        let bad = toml::to_string(&doc).expect("serialise");
+        let err = DflConfig::from_toml(&bad, "so.toml").expect_err("not a table");
+        assert!(
+            err.to_string().contains("`topology` to be a table"),
+            "{err}"
+        );
     }
 }

@@ -13,8 +13,7 @@ use wflora_channel::{Network, broadcast_airtime_s, site_xy};
 use wflora_data::BatchSampler;
 use wflora_fed::seed::{Stream, derive};
 use wflora_lora::{
-    AdapterFactors, FineTuneMode, HeadParams, LocalTrainer, LoraConfig, LoraTarget,
-    RegulariserKind, TrainOptions, VitModel,
+    AdapterFactors, FineTuneMode, HeadParams, LocalTrainer, RegulariserKind, TrainOptions, VitModel,
 };
 
 use crate::config::{DflConfig, Method, Topology};
@@ -159,11 +158,7 @@ pub struct Simulation {
 }
 
 fn lora_mode(cfg: &DflConfig) -> FineTuneMode {
-    FineTuneMode::Lora(LoraConfig {
-        rank: cfg.rank,
-        alpha: cfg.alpha,
-        targets: vec![LoraTarget::Q, LoraTarget::V],
-    })
+    crate::config::lora_mode(cfg.rank, cfg.alpha)
 }
 
 /// Runs `f(k)` for `k in 0..n` on `workers` threads (contiguous ranges),

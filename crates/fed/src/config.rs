@@ -1,20 +1,514 @@
 //! The configuration of one federated run (TOML/JSON through serde).
 //!
-//! Every section rejects unknown fields, and [`RunConfig::validate`] checks
-//! the values, naming the field in its error. The hash of the canonical JSON
-//! form ([`RunConfig::hash`]) identifies a run for checkpoints and caches.
+//! Every table rejects unknown keys (every variant of a tagged table too)
+//! and a positional array in place of a table ([`strict`]), and
+//! [`RunConfig::validate`] checks the values, naming the field in its
+//! error, before anything is allocated: sizes included (the LoRA rank
+//! against the adapted matrices, and [`RunConfig::memory_estimate`] against
+//! the machine's memory). The hash of the canonical JSON form
+//! ([`RunConfig::hash`]) identifies a run for checkpoints and caches.
 
 use crate::FedError;
-use crate::task::TaskConfig;
+use crate::task::{TaskConfig, TaskMemory};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use wflora_alloc::RatioMode;
 use wflora_channel::ChannelConfig;
 use wflora_data::Scheme;
 use wflora_lora::{
-    AdamWParams, FineTuneMode, LoraConfig, LoraTarget, OptimizerKind, RegulariserKind,
+    AdamWParams, FineTuneMode, LoraConfig, LoraTarget, ModelFootprint, OptimizerKind,
+    RegulariserKind,
 };
 use wflora_soft::MethodKind;
+
+/// Strict reading of configuration tables, for the `deserialize_with`
+/// attributes of the configuration types (here and in `wflora-dfl`).
+///
+/// serde's derived `Deserialize` reads a struct from a sequence as well as
+/// from a map, so `channel = [1, 2]` would fill the first two fields of a
+/// table positionally; an internally tagged enum (`kind = "…"`) likewise
+/// takes `["kind", …]`; and `deny_unknown_fields` does not reach unit
+/// variants of internally tagged enums. Every table-valued field of a
+/// configuration is therefore read through [`table`](strict::table) (or
+/// [`optional_table`](strict::optional_table), [`array_of_tables`](strict::array_of_tables), [`optimizer`](strict::optimizer)), which accepts
+/// only a table and names the key otherwise, and unit variants of tagged
+/// tables through [`no_fields`](strict::no_fields).
+///
+/// A table read this way reaches its type through serde's
+/// `MapAccessDeserializer`, which does not check keys against the struct's
+/// fields as the `toml` deserializer does on its own: every struct and
+/// tagged enum of a configuration must carry `#[serde(deny_unknown_fields)]`
+/// (`experiments/tests/config_tables.rs` checks every table of every
+/// shipped configuration).
+pub mod strict {
+    use serde::Deserialize;
+    use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+    use std::fmt;
+    use std::marker::PhantomData;
+    use wflora_lora::{AdamWParams, OptimizerKind};
+
+    /// Where a table sits, for the messages.
+    #[derive(Clone, Copy)]
+    enum Place {
+        /// The value of `key`.
+        Key(&'static str),
+        /// An element of the array `key`.
+        Element(&'static str),
+    }
+
+    impl fmt::Display for Place {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            match self {
+                Self::Key(k) => write!(f, "`{k}`"),
+                Self::Element(k) => write!(f, "every element of `{k}`"),
+            }
+        }
+    }
+
+    /// Reads one table as a `T`.
+    struct TableSeed<T> {
+        place: Place,
+        marker: PhantomData<fn() -> T>,
+    }
+
+    impl<T> TableSeed<T> {
+        fn new(place: Place) -> Self {
+            Self {
+                place,
+                marker: PhantomData,
+            }
+        }
+    }
+
+    impl<'de, T: Deserialize<'de>> DeserializeSeed<'de> for TableSeed<T> {
+        type Value = T;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<T, D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for TableSeed<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(
+                f,
+                "{} to be a table (a `[section]` of `key = value` lines, or `{{ key = value, … }}`), \
+                 not an array of positional values",
+                self.place
+            )
+        }
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+            T::deserialize(de::value::MapAccessDeserializer::new(map))
+        }
+    }
+
+    /// The value of `key`, which must be a table, as a `T`.
+    ///
+    /// # Errors
+    /// Anything but a table (a positional array, a string, a number), with
+    /// `key` named, or `T`'s own errors (an unknown key, a missing one).
+    pub fn table<'de, D, T>(d: D, key: &'static str) -> Result<T, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: Deserialize<'de>,
+    {
+        TableSeed::new(Place::Key(key)).deserialize(d)
+    }
+
+    /// As [`table`] for an optional field (use with `#[serde(default)]`).
+    ///
+    /// # Errors
+    /// As [`table`].
+    pub fn optional_table<'de, D, T>(d: D, key: &'static str) -> Result<Option<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: Deserialize<'de>,
+    {
+        struct Opt<T>(&'static str, PhantomData<fn() -> T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for Opt<T> {
+            type Value = Option<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "`{}` to be a table", self.0)
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Option<T>, E> {
+                Ok(None)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Option<T>, E> {
+                Ok(None)
+            }
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Option<T>, D::Error> {
+                table(d, self.0).map(Some)
+            }
+        }
+        d.deserialize_option(Opt(key, PhantomData))
+    }
+
+    /// The value of `key`, an array whose every element is a table (TOML's
+    /// `[[key]]`), as `T`s.
+    ///
+    /// # Errors
+    /// Anything but an array of tables, with `key` named, or `T`'s errors.
+    pub fn array_of_tables<'de, D, T>(d: D, key: &'static str) -> Result<Vec<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: Deserialize<'de>,
+    {
+        struct Tables<T>(&'static str, PhantomData<fn() -> T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for Tables<T> {
+            type Value = Vec<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(
+                    f,
+                    "`{}` to be an array of tables (`[[{}]]`)",
+                    self.0, self.0
+                )
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+                let mut out = Vec::new();
+                while let Some(t) = seq.next_element_seed(TableSeed::new(Place::Element(self.0)))? {
+                    out.push(t);
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_seq(Tables(key, PhantomData))
+    }
+
+    /// The rest of the table of a unit variant of an internally tagged enum
+    /// (`#[serde(deserialize_with = "…")]` on the variant): no key may be
+    /// left besides `kind`.
+    ///
+    /// # Errors
+    /// The first key left, named.
+    pub fn no_fields<'de, D: Deserializer<'de>>(d: D) -> Result<(), D::Error> {
+        struct NoFields;
+        impl<'de> Visitor<'de> for NoFields {
+            type Value = ();
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("no key besides `kind`")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+                Ok(())
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+                match map.next_key::<String>()? {
+                    None => Ok(()),
+                    Some(key) => Err(de::Error::custom(format_args!(
+                        "unknown field `{key}`: this kind takes no key besides `kind`"
+                    ))),
+                }
+            }
+        }
+        d.deserialize_map(NoFields)
+    }
+
+    /// The variants of [`OptimizerKind`] as written in a configuration.
+    const OPTIMIZERS: &[&str] = &["adam_w", "sgd"];
+
+    /// [`OptimizerKind::Sgd`]'s table.
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct SgdTable {
+        lr: f64,
+    }
+
+    /// The value of `key`, an optimiser table holding exactly one of
+    /// `[key.adam_w]` (AdamW's hyper-parameters) and `[key.sgd]` (`lr`),
+    /// itself a table.
+    ///
+    /// # Errors
+    /// Anything but such a table, an unknown or a second optimiser, or an
+    /// unknown or missing hyper-parameter, named.
+    pub fn optimizer<'de, D: Deserializer<'de>>(
+        d: D,
+        key: &'static str,
+    ) -> Result<OptimizerKind, D::Error> {
+        struct Optimizer(&'static str);
+        impl<'de> Visitor<'de> for Optimizer {
+            type Value = OptimizerKind;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(
+                    f,
+                    "`{}` to be a table holding one optimiser table, `adam_w` or `sgd`",
+                    self.0
+                )
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<OptimizerKind, A::Error> {
+                let Some(name) = map.next_key::<String>()? else {
+                    return Err(de::Error::custom(format_args!(
+                        "`{}` is empty: expected one of `adam_w`, `sgd`",
+                        self.0
+                    )));
+                };
+                let kind = match name.as_str() {
+                    "adam_w" => OptimizerKind::AdamW(map.next_value_seed(TableSeed::<
+                        AdamWParams,
+                    >::new(
+                        Place::Key("adam_w"),
+                    ))?),
+                    "sgd" => OptimizerKind::Sgd {
+                        lr: map
+                            .next_value_seed(TableSeed::<SgdTable>::new(Place::Key("sgd")))?
+                            .lr,
+                    },
+                    other => return Err(de::Error::unknown_variant(other, OPTIMIZERS)),
+                };
+                if let Some(extra) = map.next_key::<String>()? {
+                    if !OPTIMIZERS.contains(&extra.as_str()) {
+                        return Err(de::Error::unknown_variant(&extra, OPTIMIZERS));
+                    }
+                    return Err(de::Error::custom(format_args!(
+                        "`{}` holds one optimiser, but both `{name}` and `{extra}` are given",
+                        self.0
+                    )));
+                }
+                Ok(kind)
+            }
+        }
+        d.deserialize_map(Optimizer(key))
+    }
+
+    /// The name an [`OptimizerKind`] is written under (the match keeps
+    /// [`optimizer`] in step with the enum: a new variant fails to compile
+    /// here).
+    #[must_use]
+    pub fn optimizer_name(kind: &OptimizerKind) -> &'static str {
+        match kind {
+            OptimizerKind::AdamW(_) => OPTIMIZERS[0],
+            OptimizerKind::Sgd { .. } => OPTIMIZERS[1],
+        }
+    }
+}
+
+/// Field readers for `#[serde(deserialize_with = "…")]`: each reads the
+/// named key through [`strict`].
+macro_rules! strict_fields {
+    ($($name:ident: $kind:ident($key:literal) -> $ty:ty;)*) => {$(
+        #[doc = concat!("Reads `", $key, "` through [`strict::", stringify!($kind), "`].")]
+        fn $name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<$ty, D::Error> {
+            strict::$kind(d, $key)
+        }
+    )*};
+}
+
+strict_fields! {
+    de_task: table("task") -> TaskConfig;
+    de_model: table("model") -> ModelSettings;
+    de_local: table("local") -> LocalSettings;
+    de_federation: table("federation") -> FederationSettings;
+    de_compression: table("compression") -> CompressionSettings;
+    de_wireless: table("wireless") -> WirelessSettings;
+    de_optimizer: optimizer("optimizer") -> OptimizerKind;
+    de_partition: table("partition") -> Scheme;
+    de_channel: table("channel") -> ChannelConfig;
+    de_allocation: table("allocation") -> AllocationSettings;
+}
+
+/// A lower estimate of a run's memory in bytes, from its configuration
+/// alone ([`RunConfig::memory_estimate`]): what the run certainly
+/// allocates, so that a configuration beyond the machine is refused before
+/// anything is allocated instead of aborting the process. Every count
+/// saturates at `u64::MAX`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MemoryEstimate {
+    /// The backbone's weights and the global model.
+    pub model: u64,
+    /// Pre-training the backbone (0 with a weights file): gradients and
+    /// AdamW moments of every weight, and one batch's activations. It is
+    /// over before the clients train, so only the larger of it and
+    /// [`MemoryEstimate::training`] counts.
+    pub pretraining: u64,
+    /// The client models trained at once with their gradients and
+    /// optimiser moments, the mini-batches each gathers for its round and
+    /// the activations one step keeps for the backward pass.
+    pub training: u64,
+    /// What every client keeps between rounds: error-feedback residuals,
+    /// local-only models, bookkeeping.
+    pub clients: u64,
+    /// The images at the model's resolution.
+    pub dataset: u64,
+}
+
+/// Bytes of bookkeeping per client (partition list, sizes, channel state,
+/// residual slots): a lower estimate.
+const CLIENT_BOOKKEEPING_BYTES: u64 = 64;
+
+/// The configuration fields behind each part of a [`MemoryEstimate`], for
+/// its messages (comma-separated dotted paths).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryFields<'a> {
+    /// Behind [`MemoryEstimate::model`].
+    pub model: &'a str,
+    /// Behind [`MemoryEstimate::pretraining`].
+    pub pretraining: &'a str,
+    /// Behind [`MemoryEstimate::training`].
+    pub training: &'a str,
+    /// Behind [`MemoryEstimate::clients`].
+    pub clients: &'a str,
+    /// Behind [`MemoryEstimate::dataset`].
+    pub dataset: &'a str,
+}
+
+impl MemoryEstimate {
+    /// The peak: model, the larger of pre-training and training, client
+    /// state and dataset, saturating.
+    #[must_use]
+    pub fn total(&self) -> u64 {
+        [
+            self.model,
+            self.pretraining.max(self.training),
+            self.clients,
+            self.dataset,
+        ]
+        .iter()
+        .fold(0_u64, |a, &b| a.saturating_add(b))
+    }
+
+    /// Checks the estimate against `limit` bytes; `fields` names the
+    /// configuration fields behind each part.
+    ///
+    /// # Errors
+    /// [`FedError::Config`] naming the fields of the largest part, with the
+    /// estimate, the limit and every part (largest first, parts of 0 bytes
+    /// left out) with the fields behind it.
+    pub fn check(&self, limit: u64, fields: &MemoryFields<'_>) -> Result<(), FedError> {
+        let total = self.total();
+        if total <= limit {
+            return Ok(());
+        }
+        let mut parts = [
+            ("model", self.model, fields.model),
+            ("pre-training", self.pretraining, fields.pretraining),
+            ("training", self.training, fields.training),
+            ("per-client state", self.clients, fields.clients),
+            ("dataset", self.dataset, fields.dataset),
+        ];
+        // Largest first; a stable sort keeps the order above among equals.
+        parts.sort_by_key(|p| std::cmp::Reverse(p.1));
+        let list = parts
+            .iter()
+            .filter(|p| p.1 > 0)
+            .map(|(what, bytes, f)| format!("{what} {} ({f})", human_bytes(*bytes)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let needs = if total == u64::MAX {
+            human_bytes(total)
+        } else {
+            format!("at least {}", human_bytes(total))
+        };
+        Err(FedError::config(
+            parts[0].2,
+            format!(
+                "the run needs {needs} of memory, more than this machine's {} (MemTotal in \
+                 /proc/meminfo): {list}; lower the sizes named",
+                human_bytes(limit)
+            ),
+        ))
+    }
+}
+
+/// `bytes` in binary units (`1.5 GiB`); `u64::MAX`, where an estimate
+/// saturated, as "more than 16 EiB".
+#[must_use]
+pub fn human_bytes(bytes: u64) -> String {
+    if bytes == u64::MAX {
+        return "more than 16 EiB".into();
+    }
+    const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// The machine's memory in bytes: `MemTotal` of `/proc/meminfo`, or `None`
+/// where that cannot be read (not Linux), in which case the memory checks
+/// are skipped.
+#[must_use]
+pub fn machine_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    parse_mem_total(&text)
+}
+
+/// `MemTotal` in bytes from the text of `/proc/meminfo` (`MemTotal: N kB`).
+#[must_use]
+pub fn parse_mem_total(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let mut words = line["MemTotal:".len()..].split_whitespace();
+    let n: u64 = words.next()?.parse().ok()?;
+    match words.next() {
+        Some("kB") => n.checked_mul(1024),
+        None => Some(n),
+        Some(_) => None,
+    }
+}
+
+/// What a run's clients do besides building the task, for
+/// [`MemoryEstimate::of`] (also used by the decentralized runs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrainingLoad {
+    /// Clients (devices) that keep state between rounds.
+    pub clients: usize,
+    /// `f32` values each of them keeps between rounds.
+    pub per_client_values: u64,
+    /// Client models trained at once.
+    pub concurrent: usize,
+    /// Inputs per mini-batch (at most a client's pool).
+    pub batch: usize,
+    /// Mini-batches a client gathers before training in a round.
+    pub steps: usize,
+    /// Copies of the trainable parameters a training step holds: the
+    /// parameters, their gradients and the optimiser's moments.
+    pub parameter_copies: u64,
+}
+
+impl TrainingLoad {
+    /// Parameter copies a step of `optimizer` holds (AdamW: parameters,
+    /// gradients, two moments; SGD: parameters and gradients).
+    #[must_use]
+    pub fn copies_for(optimizer: &OptimizerKind) -> u64 {
+        match optimizer {
+            OptimizerKind::AdamW(_) => 4,
+            OptimizerKind::Sgd { .. } => 2,
+        }
+    }
+}
+
+impl MemoryEstimate {
+    /// The estimate of a run whose task needs `task` and whose client model
+    /// has the footprint `model`, under `load`.
+    #[must_use]
+    pub fn of(task: &TaskMemory, model: &ModelFootprint, load: &TrainingLoad) -> Self {
+        let f32s = |v: u64| v.saturating_mul(4);
+        let per_model = f32s(
+            model
+                .trainable
+                .saturating_mul(load.parameter_copies)
+                .saturating_add(
+                    (load.steps as u64)
+                        .saturating_mul(load.batch as u64)
+                        .saturating_mul(model.input),
+                )
+                .saturating_add((load.batch as u64).saturating_mul(model.activations_per_input)),
+        );
+        let clients = (load.clients as u64)
+            .saturating_mul(f32s(load.per_client_values).saturating_add(CLIENT_BOOKKEEPING_BYTES));
+        Self {
+            model: task.backbone.saturating_add(f32s(model.trainable)),
+            pretraining: task.pretraining,
+            training: per_model.saturating_mul(load.concurrent as u64),
+            clients,
+            dataset: task.dataset,
+        }
+    }
+}
 
 /// What the clients train.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,6 +563,7 @@ pub struct LocalSettings {
     /// Mini-batch size.
     pub batch_size: usize,
     /// Optimiser (state reset every round).
+    #[serde(deserialize_with = "de_optimizer")]
     pub optimizer: OptimizerKind,
 }
 
@@ -83,6 +578,7 @@ pub struct FederationSettings {
     /// Rounds `T`.
     pub rounds: usize,
     /// How the fine-tuning pool is split among clients.
+    #[serde(deserialize_with = "de_partition")]
     pub partition: Scheme,
     /// Evaluate on the test set every this many rounds (and after the last).
     pub eval_every: usize,
@@ -132,8 +628,10 @@ pub enum PenaltyKind {
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum AllocationSettings {
     /// Fixed `ρ` for every client, equal bandwidth shares.
+    #[serde(deserialize_with = "strict::no_fields")]
     EqualBandwidth,
     /// Fixed `ρ`, shares that make every client finish at once.
+    #[serde(deserialize_with = "strict::no_fields")]
     Equalising,
     /// TSFA's online stage: Lyapunov drift-plus-penalty with the virtual
     /// latency queue (METHOD §5); `compression.rho` is not used.
@@ -245,13 +743,42 @@ impl AllocationSettings {
 #[serde(deny_unknown_fields)]
 pub struct WirelessSettings {
     /// Cell, powers, bandwidth, clocks.
+    #[serde(deserialize_with = "de_channel")]
     pub channel: ChannelConfig,
     /// Bandwidth/ratio allocation.
+    #[serde(deserialize_with = "de_allocation")]
     pub allocation: AllocationSettings,
     /// FLOPs a client CPU retires per cycle (turns the model's FLOPs per
     /// sample into the cycles per sample `c(r)` of METHOD §3; 16 is a
     /// 256-bit FMA unit in f32: our choice).
     pub flops_per_cycle: f64,
+}
+
+/// A model-crate configuration error as a `model.*` field.
+fn model_error(e: &wflora_lora::LoraError) -> FedError {
+    match e {
+        wflora_lora::LoraError::InvalidConfig { field, reason } => {
+            let field = match *field {
+                "lora.rank" => "model.rank",
+                "lora.alpha" => "model.alpha",
+                "lora.targets" => "model.targets",
+                _ => "model",
+            };
+            FedError::config(field, reason.clone())
+        }
+        other => FedError::config("model", other.to_string()),
+    }
+}
+
+/// A validation error of a configuration read from `file`, naming the file.
+fn in_file(e: FedError, file: &str) -> FedError {
+    match e {
+        FedError::Config { field, reason } => FedError::Config {
+            field,
+            reason: format!("{reason} (in {file})"),
+        },
+        other => other,
+    }
 }
 
 /// One run.
@@ -263,16 +790,22 @@ pub struct RunConfig {
     /// Run seed: partition, initialisation, sampling, batches, channel.
     pub seed: u64,
     /// Data and backbone.
+    #[serde(deserialize_with = "de_task")]
     pub task: TaskConfig,
     /// Model.
+    #[serde(deserialize_with = "de_model")]
     pub model: ModelSettings,
     /// Local training.
+    #[serde(deserialize_with = "de_local")]
     pub local: LocalSettings,
     /// Federation.
+    #[serde(deserialize_with = "de_federation")]
     pub federation: FederationSettings,
     /// Compression.
+    #[serde(deserialize_with = "de_compression")]
     pub compression: CompressionSettings,
     /// Uplink.
+    #[serde(deserialize_with = "de_wireless")]
     pub wireless: WirelessSettings,
 }
 
@@ -334,7 +867,7 @@ impl RunConfig {
     /// [`FedError::Config`] with the parser's message (which names the field).
     pub fn from_toml(text: &str, file: &str) -> Result<Self, FedError> {
         let cfg: Self = toml::from_str(text).map_err(|e| FedError::config(file, e.to_string()))?;
-        cfg.validate()?;
+        cfg.validate().map_err(|e| in_file(e, file))?;
         Ok(cfg)
     }
 
@@ -378,10 +911,12 @@ impl RunConfig {
             if self.model.rank == 0 {
                 return bad("model.rank", "must be at least 1".into());
             }
+            // The backbone's shape is known from the task (validated above).
+            let vit = self.task.backbone_config()?;
             self.model
                 .fine_tune_mode()
-                .validate()
-                .map_err(|e| FedError::config("model", e.to_string()))?;
+                .validate_for(&vit)
+                .map_err(|e| model_error(&e))?;
         }
         if !(self.model.zeta.is_finite() && self.model.zeta >= 0.0) {
             return bad(
@@ -423,7 +958,75 @@ impl RunConfig {
                 format!("{} must be finite and > 0", self.wireless.flops_per_cycle),
             );
         }
+        if let Some(limit) = machine_memory() {
+            self.check_memory(limit)?;
+        }
         Ok(())
+    }
+
+    /// A lower estimate of the run's memory, from the configuration alone
+    /// (nothing is read or allocated): the task's ([`TaskConfig::memory_estimate`]),
+    /// the global model, the [`federation.workers`](FederationSettings::workers)
+    /// client models trained at once with their optimiser state, mini-batches
+    /// and activations, and every client's error-feedback residual
+    /// (`compression.error_feedback`) and local-only model.
+    ///
+    /// # Errors
+    /// The task's backbone configuration is invalid (unknown preset, an
+    /// image size the patch does not divide).
+    pub fn memory_estimate(&self) -> Result<MemoryEstimate, FedError> {
+        let task = self.task.memory_estimate()?;
+        let vit = self.task.backbone_config()?;
+        let model = vit.footprint(&self.model.fine_tune_mode(), self.task.target_classes.len());
+        let f = &self.federation;
+        let pool = (self.task.image_counts().train / f.clients.max(1) as u64).max(1);
+        let residual = match self.model.mode {
+            TrainMode::Lora if self.compression.error_feedback => {
+                if self.compression.method == MethodKind::SLora {
+                    model.dense_residual
+                } else {
+                    model.factor_residual
+                }
+            }
+            TrainMode::Lora | TrainMode::HeadOnly => 0,
+        };
+        let local = if f.local_only { model.trainable } else { 0 };
+        Ok(MemoryEstimate::of(
+            &task,
+            &model,
+            &TrainingLoad {
+                clients: f.clients,
+                per_client_values: residual.saturating_add(local),
+                concurrent: f.workers.min(f.clients_per_round),
+                batch: usize::try_from((self.local.batch_size as u64).min(pool))
+                    .unwrap_or(usize::MAX),
+                steps: self.local.steps,
+                parameter_copies: TrainingLoad::copies_for(&self.local.optimizer),
+            },
+        ))
+    }
+
+    /// Checks [`RunConfig::memory_estimate`] against `limit` bytes
+    /// ([`RunConfig::validate`] uses the machine's, [`machine_memory`]).
+    ///
+    /// # Errors
+    /// [`FedError::Config`] naming the fields that drive the largest part,
+    /// with the estimate and the limit (see [`MemoryEstimate::check`]).
+    pub fn check_memory(&self, limit: u64) -> Result<MemoryEstimate, FedError> {
+        let m = self.memory_estimate()?;
+        m.check(
+            limit,
+            &MemoryFields {
+                model: "task.preset, task.image_size, model.rank, model.targets",
+                pretraining: "task.image_size, task.preset, task.pretrain.batch_size",
+                training: "local.batch_size, local.steps, federation.workers, task.image_size",
+                clients: "federation.clients, model.rank, compression.error_feedback, \
+                          federation.local_only",
+                dataset: "task.image_size, task.target_classes, task.train_limit, \
+                          task.test_limit",
+            },
+        )?;
+        Ok(m)
     }
 
     /// Kept components per adapted matrix at the configured ratio,

@@ -11,7 +11,8 @@
 //! input convention, like ImageNet statistics for a public backbone).
 
 use crate::FedError;
-use serde::{Deserialize, Serialize};
+use crate::config::strict;
+use serde::{Deserialize, Deserializer, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;
 use wflora_data::Dataset;
@@ -22,6 +23,7 @@ use wflora_lora::{Backbone, Batch, PretrainSchedule, VitConfig};
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum DatasetSource {
     /// The Fashion-MNIST test split embedded in `wflora-data` (10,000 images).
+    #[serde(deserialize_with = "strict::no_fields")]
     EmbeddedFashionMnist,
     /// IDX files (MNIST / Fashion-MNIST layout), gzip or raw.
     Idx {
@@ -100,11 +102,65 @@ impl PretrainedWeights {
     }
 }
 
+/// Reads `dataset` through [`strict::table`].
+fn de_dataset<'de, D: Deserializer<'de>>(d: D) -> Result<DatasetSource, D::Error> {
+    strict::table(d, "dataset")
+}
+
+/// Reads `pretrain` through [`strict::table`].
+fn de_pretrain<'de, D: Deserializer<'de>>(d: D) -> Result<PretrainSchedule, D::Error> {
+    strict::table(d, "pretrain")
+}
+
+/// Reads `weights` through [`strict::optional_table`].
+fn de_weights<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PretrainedWeights>, D::Error> {
+    strict::optional_table(d, "weights")
+}
+
+/// The fields behind each part of a task's memory estimate.
+const TASK_MEMORY_FIELDS: crate::config::MemoryFields<'static> = crate::config::MemoryFields {
+    model: "task.preset, task.image_size",
+    pretraining: "task.image_size, task.preset, task.pretrain.batch_size",
+    training: "-",
+    clients: "-",
+    dataset: "task.image_size, task.target_classes, task.train_limit, task.test_limit",
+};
+
+/// Images per class of the embedded Fashion-MNIST test split.
+pub const EMBEDDED_IMAGES_PER_CLASS: u64 = 1000;
+
+/// Lower bounds of the image counts of a task ([`TaskConfig::image_counts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageCounts {
+    /// Images of the source classes (pre-training; 0 with a weights file).
+    pub source: u64,
+    /// Images of the target classes before the split and the limits.
+    pub target: u64,
+    /// Fine-tuning images after the split and `train_limit`.
+    pub train: u64,
+    /// Test images after the split and `test_limit`.
+    pub test: u64,
+}
+
+/// A lower estimate of the memory of building a task, in bytes
+/// ([`TaskConfig::memory_estimate`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskMemory {
+    /// The backbone's weights.
+    pub backbone: u64,
+    /// The images at the model's resolution (`f32`).
+    pub dataset: u64,
+    /// Pre-training the backbone here (0 with a weights file): gradients
+    /// and AdamW moments of every weight, and one batch's activations.
+    pub pretraining: u64,
+}
+
 /// How the task is built.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskConfig {
     /// The images.
+    #[serde(deserialize_with = "de_dataset")]
     pub dataset: DatasetSource,
     /// Classes the backbone is pre-trained on (never fine-tuned on).
     pub source_classes: Vec<u32>,
@@ -118,6 +174,7 @@ pub struct TaskConfig {
     /// differs from the data's).
     pub image_size: usize,
     /// Backbone pre-training on the source classes.
+    #[serde(deserialize_with = "de_pretrain")]
     pub pretrain: PretrainSchedule,
     /// Directory of the pre-trained backbone cache.
     pub cache_dir: PathBuf,
@@ -128,7 +185,11 @@ pub struct TaskConfig {
     /// A pre-trained backbone to load instead of pre-training on the source
     /// classes (then `source_classes` must be empty and `pretrain` is not
     /// used); grey images are replicated to the backbone's channels.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_weights"
+    )]
     pub weights: Option<PretrainedWeights>,
     /// At most this many fine-tuning images, a class-stratified subset
     /// drawn with `seed` (`None`: all).
@@ -238,7 +299,125 @@ impl TaskConfig {
         if self.image_size == 0 {
             return bad("task.image_size", "must be at least 1".into());
         }
+        // The preset and the image size against its patch; then the memory,
+        // before anything is read or allocated.
+        self.backbone_config()?;
+        if let Some(limit) = crate::config::machine_memory() {
+            self.check_memory(limit)?;
+        }
         Ok(())
+    }
+
+    /// Checks [`TaskConfig::memory_estimate`] against `limit` bytes
+    /// ([`TaskConfig::validate`] uses the machine's,
+    /// [`crate::config::machine_memory`]).
+    ///
+    /// # Errors
+    /// [`FedError::Config`] naming the fields that drive the largest part,
+    /// with the estimate and the limit.
+    pub fn check_memory(&self, limit: u64) -> Result<(), FedError> {
+        let m = self.memory_estimate()?;
+        crate::config::MemoryEstimate {
+            model: m.backbone,
+            pretraining: m.pretraining,
+            dataset: m.dataset,
+            ..crate::config::MemoryEstimate::default()
+        }
+        .check(limit, &TASK_MEMORY_FIELDS)
+    }
+
+    /// Channels of the images the dataset holds: 3 for CIFAR, 1 (grey) for
+    /// the others.
+    #[must_use]
+    pub fn data_channels(&self) -> usize {
+        match self.dataset {
+            DatasetSource::Cifar { .. } => 3,
+            DatasetSource::EmbeddedFashionMnist
+            | DatasetSource::Idx { .. }
+            | DatasetSource::IdxSplit { .. } => 1,
+        }
+    }
+
+    /// The model configuration of the backbone [`Task::build`] makes, from
+    /// the configuration alone (see [`TaskConfig::vit_config`]).
+    ///
+    /// # Errors
+    /// As [`TaskConfig::vit_config`].
+    pub fn backbone_config(&self) -> Result<VitConfig, FedError> {
+        self.vit_config(self.data_channels())
+    }
+
+    /// Lower bounds of the image counts [`Task::build`] works with, from
+    /// the configuration alone: the embedded Fashion-MNIST has
+    /// [`EMBEDDED_IMAGES_PER_CLASS`] images per class; a dataset read from
+    /// files has at least one image per named class.
+    #[must_use]
+    pub fn image_counts(&self) -> ImageCounts {
+        let classes = |c: &[u32]| c.len() as u64;
+        let per_class = |c: &[u32]| match self.dataset {
+            DatasetSource::EmbeddedFashionMnist => {
+                let known = c
+                    .iter()
+                    .filter(|&&c| (c as usize) < wflora_data::FASHION_MNIST_CLASSES.len())
+                    .count() as u64;
+                known.saturating_mul(EMBEDDED_IMAGES_PER_CLASS)
+            }
+            _ => classes(c),
+        };
+        let target = per_class(&self.target_classes).max(classes(&self.target_classes));
+        // The stratified split keeps at least one image per class on each side.
+        let test = ((target as f64 * self.test_fraction).floor() as u64).max(1);
+        let train = target.saturating_sub(test).max(1);
+        let cap = |n: u64, limit: Option<usize>| limit.map_or(n, |l| n.min(l as u64));
+        ImageCounts {
+            source: if self.weights.is_some() {
+                0
+            } else {
+                per_class(&self.source_classes).max(classes(&self.source_classes))
+            },
+            target,
+            train: cap(train, self.train_limit),
+            test: cap(test, self.test_limit),
+        }
+    }
+
+    /// A lower estimate of the memory [`Task::build`] needs, from the
+    /// configuration alone, with saturating arithmetic (an absurd size gives
+    /// a huge estimate, never an overflow).
+    ///
+    /// # Errors
+    /// As [`TaskConfig::backbone_config`].
+    pub fn memory_estimate(&self) -> Result<TaskMemory, FedError> {
+        let vit = self.backbone_config()?;
+        let full = vit.footprint(
+            &wflora_lora::FineTuneMode::Full,
+            self.pretrain.source_classes,
+        );
+        let n = self.image_counts();
+        let f32s = |values: u64| values.saturating_mul(4);
+        // Images at the model's resolution: the source and target cuts
+        // (resized before the split) when pre-training here, the limited
+        // train and test sets otherwise.
+        let images = if self.weights.is_some() {
+            n.train.saturating_add(n.test)
+        } else {
+            n.source.saturating_add(n.target)
+        };
+        let pretraining = if self.weights.is_some() {
+            0
+        } else {
+            // AdamW over every backbone weight: gradients and two moments,
+            // and one batch's activations.
+            let batch = (self.pretrain.batch_size as u64).min(n.source.max(1));
+            f32s(full.backbone.saturating_mul(3).saturating_add(
+                batch.saturating_mul(full.activations_per_input.saturating_add(full.input)),
+            ))
+        };
+        Ok(TaskMemory {
+            backbone: f32s(full.backbone),
+            dataset: f32s(images.saturating_mul(full.input)),
+            pretraining,
+        })
     }
 
     /// The model configuration this task uses for data with `channels`

@@ -254,6 +254,22 @@ impl VitConfig {
                 ),
             });
         }
+        if self.text.is_none() {
+            let grid = self.image_size / self.patch_size;
+            if grid
+                .checked_mul(grid)
+                .and_then(|n| n.checked_add(1))
+                .is_none()
+            {
+                return Err(LoraError::InvalidConfig {
+                    field: "image_size",
+                    reason: format!(
+                        "{} with patch_size {} gives {grid}² patches, more than can be counted",
+                        self.image_size, self.patch_size
+                    ),
+                });
+            }
+        }
         if !self.width.is_multiple_of(self.heads) {
             return Err(LoraError::InvalidConfig {
                 field: "width",
@@ -436,6 +452,125 @@ impl VitConfig {
     }
 }
 
+/// The product of sizes, saturating at `u64::MAX` (an estimate of an absurd
+/// size must not overflow).
+fn product(sizes: &[usize]) -> u64 {
+    sizes
+        .iter()
+        .fold(1_u64, |acc, &s| acc.saturating_mul(s as u64))
+}
+
+/// The sum of sizes, saturating at `u64::MAX`.
+fn total(sizes: &[u64]) -> u64 {
+    sizes.iter().fold(0_u64, |acc, &s| acc.saturating_add(s))
+}
+
+/// What a model of a given shape holds in memory, in `f32` values, from its
+/// configuration alone ([`VitConfig::footprint`]): for checks made before
+/// anything is allocated. Every count saturates at `u64::MAX` instead of
+/// overflowing, so an absurd shape gives a huge count, never a panic.
+///
+/// The counts are lower estimates: what the model certainly needs, not all
+/// that candle allocates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ModelFootprint {
+    /// The backbone's weights (shared by every client model).
+    pub backbone: u64,
+    /// The trainable parameters of one client model: the head, plus the
+    /// adapters (LoRA) or every backbone weight (full fine-tuning).
+    pub trainable: u64,
+    /// The error-feedback residual of one client: `r·(out + in)` per
+    /// adapted matrix (the factors `B`, `A`; 0 outside LoRA).
+    pub factor_residual: u64,
+    /// A dense residual of one client, `out·in` per adapted matrix (SLoRA's
+    /// dense sum; 0 outside LoRA).
+    pub dense_residual: u64,
+    /// What one training step keeps per input for the backward pass: per
+    /// block the LayerNorm output, `q`, `k`, `v`, the attention output and
+    /// probabilities (`heads·T²`) and the MLP's hidden layer; in head-only
+    /// mode one block's worth (the forward pass frees each block's
+    /// activations before the next).
+    pub activations_per_input: u64,
+    /// One input at the model's resolution: `C·H·W` pixels, or `L` token ids.
+    pub input: u64,
+}
+
+impl VitConfig {
+    /// The memory of a model of this shape in `mode` with a
+    /// `num_classes`-way head, with saturating arithmetic (see
+    /// [`ModelFootprint`]). Meaningful for any shape, validated or not.
+    #[must_use]
+    pub fn footprint(&self, mode: &FineTuneMode, num_classes: usize) -> ModelFootprint {
+        let d = self.width;
+        let m = self.mlp_dim;
+        let (tokens, input, embed) = match &self.text {
+            Some(s) => (
+                s.seq_len as u64,
+                s.seq_len as u64,
+                product(&[s.vocab_size + s.max_positions + s.type_vocab_size, d]),
+            ),
+            None => {
+                let grid = self.image_size / self.patch_size.max(1);
+                let tokens = product(&[grid, grid]).saturating_add(1);
+                let patch = product(&[self.in_channels, self.patch_size, self.patch_size, d]);
+                (
+                    tokens,
+                    product(&[self.in_channels, self.image_size, self.image_size]),
+                    total(&[patch, tokens.saturating_mul(d as u64)]),
+                )
+            }
+        };
+        let block = total(&[product(&[4, d, d]), product(&[2, d, m])]);
+        let backbone = total(&[embed, product(&[self.depth]).saturating_mul(block)]);
+        let head = total(&[product(&[num_classes, d]), num_classes as u64]);
+        let adapted = |per: &dyn Fn(usize, usize) -> u64| -> u64 {
+            match mode {
+                FineTuneMode::Lora(lora) => {
+                    let per_block = total(
+                        &lora
+                            .targets
+                            .iter()
+                            .map(|&t| {
+                                let (o, i) = self.target_shape(t);
+                                per(o, i)
+                            })
+                            .collect::<Vec<_>>(),
+                    );
+                    per_block.saturating_mul(self.depth as u64)
+                }
+                FineTuneMode::HeadOnly | FineTuneMode::Full => 0,
+            }
+        };
+        let rank = mode.lora().map_or(0, |l| l.rank);
+        let factor_residual = adapted(&|o, i| product(&[rank, o + i]));
+        let dense_residual = adapted(&|o, i| product(&[o, i]));
+        let trainable = match mode {
+            FineTuneMode::HeadOnly => head,
+            FineTuneMode::Full => total(&[head, backbone]),
+            FineTuneMode::Lora(_) => total(&[head, factor_residual]),
+        };
+        let per_block = total(&[
+            tokens.saturating_mul(product(&[5, d])),
+            tokens.saturating_mul(m as u64),
+            tokens
+                .saturating_mul(tokens)
+                .saturating_mul(self.heads as u64),
+        ]);
+        let blocks = match mode {
+            FineTuneMode::HeadOnly => 1,
+            FineTuneMode::Lora(_) | FineTuneMode::Full => self.depth as u64,
+        };
+        ModelFootprint {
+            backbone,
+            trainable,
+            factor_residual,
+            dense_residual,
+            activations_per_input: total(&[input, per_block.saturating_mul(blocks)]),
+            input,
+        }
+    }
+}
+
 /// A weight matrix of a transformer block that can carry a LoRA adapter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -554,6 +689,40 @@ impl LoraConfig {
     }
 }
 
+impl LoraConfig {
+    /// [`LoraConfig::validate`], and the rank against the matrices it
+    /// adapts in `vit`: a rank-`r` adapter `B·A` of an `out × in` matrix
+    /// needs `r ≤ min(out, in)` (a larger rank adds parameters, not rank).
+    ///
+    /// # Errors
+    /// [`LoraError::InvalidConfig`] naming `lora.rank` with the smallest
+    /// adapted matrix, or as [`LoraConfig::validate`].
+    pub fn validate_for(&self, vit: &VitConfig) -> Result<()> {
+        self.validate()?;
+        let smallest = self
+            .targets
+            .iter()
+            .map(|&t| (t, vit.target_shape(t)))
+            .min_by_key(|(_, (o, i))| (*o).min(*i));
+        if let Some((t, (o, i))) = smallest
+            && self.rank > o.min(i)
+        {
+            return Err(LoraError::InvalidConfig {
+                field: "lora.rank",
+                reason: format!(
+                    "{} exceeds {}, the smaller side of the adapted matrix `{}` ({o}×{i}, out×in); \
+                     the rank must lie in 1..={}",
+                    self.rank,
+                    o.min(i),
+                    t.path(),
+                    o.min(i)
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// What a client model trains.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum FineTuneMode {
@@ -584,5 +753,89 @@ impl FineTuneMode {
             Self::Lora(l) => l.validate(),
             _ => Ok(()),
         }
+    }
+
+    /// Validates the LoRA configuration against the backbone `vit` (see
+    /// [`LoraConfig::validate_for`]).
+    ///
+    /// # Errors
+    /// See [`LoraConfig::validate_for`].
+    pub fn validate_for(&self, vit: &VitConfig) -> Result<()> {
+        match self {
+            Self::Lora(l) => l.validate_for(vit),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lora(rank: usize, targets: Vec<LoraTarget>) -> LoraConfig {
+        LoraConfig {
+            rank,
+            alpha: 16.0,
+            targets,
+        }
+    }
+
+    #[test]
+    fn rank_at_most_the_smaller_side_of_every_adapted_matrix() {
+        let tiny = VitConfig::tiny(); // width 64, MLP 128
+        lora(64, vec![LoraTarget::Q, LoraTarget::V])
+            .validate_for(&tiny)
+            .expect("rank 64 on width 64");
+        for (rank, targets) in [
+            (100, vec![LoraTarget::Q, LoraTarget::V]),
+            (100_000, vec![LoraTarget::Q]),
+            // fc1 is 128×64: its smaller side is 64 too
+            (65, vec![LoraTarget::Fc1]),
+        ] {
+            match FineTuneMode::Lora(lora(rank, targets)).validate_for(&tiny) {
+                Err(LoraError::InvalidConfig { field, reason }) => {
+                    assert_eq!(field, "lora.rank");
+                    assert!(
+                        reason.contains(&rank.to_string()) && reason.contains("1..=64"),
+                        "{reason}"
+                    );
+                }
+                other => panic!("rank {rank}: {other:?}"),
+            }
+        }
+        // the check without a backbone stays as it was
+        lora(100, vec![LoraTarget::Q]).validate().expect("no shape");
+        FineTuneMode::HeadOnly
+            .validate_for(&tiny)
+            .expect("head only");
+    }
+
+    #[test]
+    fn a_token_count_beyond_usize_is_an_error_not_an_overflow() {
+        let huge = VitConfig::tiny().with_image_size(7 << 40);
+        match huge.validate() {
+            Err(LoraError::InvalidConfig { field, .. }) => assert_eq!(field, "image_size"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn footprints_are_exact_for_small_shapes_and_saturate_for_absurd_ones() {
+        let tiny = VitConfig::tiny();
+        let mode = FineTuneMode::Lora(LoraConfig::default());
+        let f = tiny.footprint(&mode, 5);
+        // the backbone count leaves out biases and norms: a lower estimate
+        assert!(f.backbone <= tiny.backbone_params() as u64);
+        assert!(f.backbone * 10 >= tiny.backbone_params() as u64 * 9);
+        assert_eq!(f.trainable, tiny.trainable_params(&mode, 5) as u64);
+        assert_eq!(f.factor_residual, 4 * 2 * 8 * (64 + 64));
+        assert_eq!(f.dense_residual, 4 * 2 * 64 * 64);
+        assert_eq!(f.input, 28 * 28);
+        assert!(f.activations_per_input > 4 * 17 * 64);
+        let absurd = VitConfig::vit_b16().with_image_size(1 << 32);
+        let f = absurd.footprint(&mode, 100);
+        assert_eq!(f.activations_per_input, u64::MAX);
+        assert_eq!(f.input, u64::MAX);
+        assert_eq!(f.backbone, u64::MAX);
     }
 }

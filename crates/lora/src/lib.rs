@@ -132,7 +132,9 @@ pub use backbone::{
     Backbone, META_CONFIG, expected_shapes, interpolate_pos_embed, interpolate_pos_embed_bicubic,
 };
 pub use bert::{bert_config_from_hf, load_hf_bert, load_hf_bert_bytes};
-pub use config::{FineTuneMode, LoraConfig, LoraTarget, PRESET_NAMES, TextStem, VitConfig};
+pub use config::{
+    FineTuneMode, LoraConfig, LoraTarget, ModelFootprint, PRESET_NAMES, TextStem, VitConfig,
+};
 pub use error::{LoraError, Result};
 pub use hf::{HfLayout, load_hf_backbone, load_hf_backbone_bytes, load_hf_backbone_tensors};
 pub use lora_linear::{LoraAdapter, LoraLinear};

@@ -332,14 +332,15 @@ impl VitModel {
     /// `±1/√D` (PyTorch's default for `nn.Linear`); the head bias starts at 0.
     ///
     /// # Errors
-    /// [`LoraError::InvalidConfig`] for an invalid mode or `num_classes = 0`.
+    /// [`LoraError::InvalidConfig`] for an invalid mode (a LoRA rank above
+    /// an adapted matrix's smaller side included) or `num_classes = 0`.
     pub fn new(
         backbone: Arc<Backbone>,
         mode: FineTuneMode,
         num_classes: usize,
         seed: u64,
     ) -> Result<Self> {
-        mode.validate()?;
+        mode.validate_for(backbone.config())?;
         if num_classes == 0 {
             return Err(LoraError::InvalidConfig {
                 field: "num_classes",

@@ -162,6 +162,7 @@ impl<'a> Batch<'a> {
 
 /// AdamW hyper-parameters (decoupled weight decay, as in candle-nn and PyTorch).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AdamWParams {
     /// Learning rate.
     pub lr: f64,
@@ -191,7 +192,7 @@ impl Default for AdamWParams {
 
 /// The local optimizer.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum OptimizerKind {
     /// AdamW.
     AdamW(AdamWParams),
