@@ -72,7 +72,10 @@ impl Instance {
     /// Builds the round problem over [`Uplink`]s (gain = path gain × fading).
     ///
     /// # Errors
-    /// [`AllocError::InvalidField`] naming the field for invalid input.
+    /// [`AllocError::InvalidField`] naming the field for invalid input,
+    /// including a non-finite effective gain `path_gain × fading` (named
+    /// `clients[k].fading`) and a non-finite SNR or rate cap (named
+    /// `clients[k].tx_power_w`).
     pub fn to_problem(&self) -> Result<RoundProblem<Uplink>, AllocError> {
         positive(|| "bandwidth_hz".into(), self.bandwidth_hz)?;
         positive(|| "noise_psd_w_per_hz".into(), self.noise_psd_w_per_hz)?;
@@ -81,12 +84,29 @@ impl Instance {
             non_negative(|| format!("clients[{k}].tx_power_w"), c.tx_power_w)?;
             non_negative(|| format!("clients[{k}].path_gain"), c.path_gain)?;
             non_negative(|| format!("clients[{k}].fading"), c.fading)?;
+            let channel_gain = c.path_gain * c.fading;
+            if !channel_gain.is_finite() {
+                return Err(AllocError::InvalidField {
+                    field: format!("clients[{k}].fading"),
+                    value: c.fading,
+                    expected: "a finite number >= 0 whose product with path_gain is finite",
+                });
+            }
             let link = Uplink {
                 tx_power_w: c.tx_power_w,
-                channel_gain: c.path_gain * c.fading,
+                channel_gain,
                 bandwidth_hz: self.bandwidth_hz,
                 noise_psd_w_per_hz: self.noise_psd_w_per_hz,
             };
+            // The SNR over the band and the rate cap must be finite too
+            // (an infinite one would let any payload through in no time).
+            if !(link.snr_full_band().is_finite() && link.rate_cap_bps().is_finite()) {
+                return Err(AllocError::InvalidField {
+                    field: format!("clients[{k}].tx_power_w"),
+                    value: c.tx_power_w,
+                    expected: "a finite number >= 0 with a finite SNR P·g/(W·N0) and rate cap P·g/(N0·ln 2)",
+                });
+            }
             clients.push(ClientRound {
                 link,
                 compute_latency_s: c.compute_latency_s,

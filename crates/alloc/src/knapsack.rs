@@ -45,12 +45,19 @@ pub(crate) struct Knapsack {
 /// by increasing share and strictly decreasing cost.
 fn lower_hull(opts: &[Opt]) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..opts.len()).collect();
-    idx.sort_by(|&a, &b| {
+    // A total order (ties by index), so the unstable sort gives the stable
+    // sort's order. Options usually arrive sorted (sitting out, then levels
+    // by payload): then there is nothing to sort.
+    let order = |&a: &usize, &b: &usize| {
         opts[a]
             .share
             .total_cmp(&opts[b].share)
             .then(opts[a].cost.total_cmp(&opts[b].cost))
-    });
+            .then(a.cmp(&b))
+    };
+    if !idx.is_sorted_by(|a, b| order(a, b).is_le()) {
+        idx.sort_unstable_by(order);
+    }
     let mut hull: Vec<usize> = Vec::with_capacity(idx.len());
     for i in idx {
         let p = opts[i];
@@ -131,7 +138,8 @@ pub(crate) fn hull_greedy(opts: &[Vec<Opt>]) -> Knapsack {
             incs.push((eff, k, s));
         }
     }
-    incs.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)).then(x.2.cmp(&y.2)));
+    // (client, step) pairs are distinct: a total order, so unstable is exact.
+    incs.sort_unstable_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)).then(x.2.cmp(&y.2)));
     let step = |k: usize, s: usize| -> (f64, f64) {
         let (a, b) = (opts[k][hulls[k][s - 1]], opts[k][hulls[k][s]]);
         (b.share - a.share, b.cost - a.cost)

@@ -61,7 +61,9 @@ pub enum Policy {
         budget_s: f64,
     },
     /// Every reachable client sends the level with `components` kept
-    /// components; the band is split so that all finish together.
+    /// components; the band is split so that all finish together: the least
+    /// shares at the least common latency `τ`, scaled up so that they sum
+    /// to 1 (to the last ulp or so; every client then finishes by `τ`).
     FixedRatio {
         /// Kept components of every client.
         components: u32,
@@ -87,11 +89,51 @@ impl Default for Policy {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SearchOptions {
-    /// Relative objective tolerance of the `τ` search (scaled by the larger
-    /// of `V·Σp_k` and `Q·τ_min`).
+    /// Relative objective tolerance of the `τ` search: `tol = rel_tol ·
+    /// max(V·Σp_k, Q·τ_min)`, `τ_min` the least latency at which anything
+    /// can be sent. With [`Solver::Milp`] the returned objective is at most
+    /// the optimum plus `tol` (and `Q·τ·1e-11` from finding each least
+    /// latency); with [`Solver::Hull`] at most the optimum plus `tol` plus
+    /// one client's penalty swing `V·max_k p_k·max(1, max_m D_k(m))`,
+    /// unless `max_evaluations` stops the search first.
     pub rel_tol: f64,
     /// Cap on knapsack evaluations per round.
     pub max_evaluations: usize,
+}
+
+impl SearchOptions {
+    /// The smallest accepted [`SearchOptions::rel_tol`]: the `τ` search
+    /// resolves latencies to about `1e-11` relative, so a finer objective
+    /// tolerance could not be honoured, only searched for without end.
+    pub const MIN_REL_TOL: f64 = 1e-9;
+    /// The largest accepted [`SearchOptions::max_evaluations`] (about 10
+    /// are needed at K = 100).
+    pub const MAX_EVALUATIONS: usize = 100_000;
+
+    /// Checks both fields.
+    ///
+    /// # Errors
+    /// [`AllocError::InvalidField`] naming `options.rel_tol` (outside
+    /// `[MIN_REL_TOL, 1]`) or `options.max_evaluations` (outside
+    /// `1..=MAX_EVALUATIONS`).
+    pub fn validate(&self) -> Result<(), AllocError> {
+        positive(|| "options.rel_tol".into(), self.rel_tol)?;
+        if !(Self::MIN_REL_TOL..=1.0).contains(&self.rel_tol) {
+            return Err(AllocError::InvalidField {
+                field: "options.rel_tol".into(),
+                value: self.rel_tol,
+                expected: "a number from 1e-9 to 1",
+            });
+        }
+        if !(1..=Self::MAX_EVALUATIONS).contains(&self.max_evaluations) {
+            return Err(AllocError::InvalidField {
+                field: "options.max_evaluations".into(),
+                value: self.max_evaluations as f64,
+                expected: "a whole number from 1 to 100000",
+            });
+        }
+        Ok(())
+    }
 }
 
 impl Default for SearchOptions {
@@ -149,10 +191,10 @@ pub fn solve_round<L: Link>(
     options: &SearchOptions,
 ) -> Result<Allocation, AllocError> {
     problem.validate()?;
-    positive(|| "options.rel_tol".into(), options.rel_tol)?;
+    options.validate()?;
     let reachable = reachability(problem);
     let unreachable: Vec<usize> = (0..reachable.len()).filter(|&k| !reachable[k]).collect();
-    let (choice, tau, lower_bound, evaluations, equal) = match *policy {
+    let (choice, tau, lower_bound, evaluations, split) = match *policy {
         Policy::DriftPlusPenalty { mode, solver } => {
             let s = Settings {
                 mode,
@@ -161,7 +203,13 @@ pub fn solve_round<L: Link>(
                 max_evaluations: options.max_evaluations.max(1),
             };
             let f = search(problem, &reachable, &s)?;
-            (f.choice, f.tau_s, Some(f.lower_bound), f.evaluations, false)
+            (
+                f.choice,
+                f.tau_s,
+                Some(f.lower_bound),
+                f.evaluations,
+                Split::Least,
+            )
         }
         Policy::Myopic {
             mode,
@@ -179,7 +227,7 @@ pub fn solve_round<L: Link>(
             let tau = problem
                 .least_latency(&ks.choice, budget_s)
                 .unwrap_or(budget_s);
-            (ks.choice, tau, None, 1, false)
+            (ks.choice, tau, None, 1, Split::Least)
         }
         Policy::FixedRatio { components } | Policy::EqualBandwidth { components } => {
             let name = if matches!(policy, Policy::FixedRatio { .. }) {
@@ -202,9 +250,9 @@ pub fn solve_round<L: Link>(
             }
             if matches!(policy, Policy::FixedRatio { .. }) {
                 let tau = problem.least_latency(&choice, 0.0).unwrap_or(0.0);
-                (choice, tau, None, 0, false)
+                (choice, tau, None, 0, Split::Fill)
             } else {
-                (choice, 0.0, None, 0, true)
+                (choice, 0.0, None, 0, Split::Equal)
             }
         }
     };
@@ -214,9 +262,20 @@ pub fn solve_round<L: Link>(
         tau,
         lower_bound,
         evaluations,
-        equal,
+        split,
         unreachable,
     ))
+}
+
+/// How [`finish`] splits the band among the participants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Split {
+    /// Each participant's least share at `τ` (`Σβ ≤ 1`).
+    Least,
+    /// The least shares at `τ` scaled up to fill the band (`Σβ = 1`).
+    Fill,
+    /// `1/K'` each; `τ` is the latest finish.
+    Equal,
 }
 
 /// Fills in shares, `τ` and the objective for a choice.
@@ -226,14 +285,14 @@ fn finish<L: Link>(
     tau: f64,
     lower_bound: Option<f64>,
     evaluations: usize,
-    equal: bool,
+    split: Split,
     unreachable: Vec<usize>,
 ) -> Allocation {
     let n = choice.len();
     let participants = choice.iter().filter(|c| c.is_some()).count();
     let mut shares = vec![0.0; n];
     let mut tau_s = tau;
-    if equal {
+    if split == Split::Equal {
         tau_s = 0.0;
         for k in 0..n {
             if let Some(j) = choice[k] {
@@ -256,6 +315,9 @@ fn finish<L: Link>(
                 shares[k] = p.share_at(k, j, tau_s);
             }
         }
+        if split == Split::Fill {
+            fill_band(&mut shares);
+        }
     }
     let penalty = p.penalty_of(&choice);
     let objective = p.v * penalty + p.queue * tau_s;
@@ -274,5 +336,28 @@ fn finish<L: Link>(
         lower_bound: lower_bound.unwrap_or(objective).min(objective),
         unreachable,
         evaluations,
+    }
+}
+
+/// Scales shares with `0 < Σβ < 1` up so that they sum to 1 (to the last
+/// ulp or so): every share only grows, so every participant still finishes
+/// by `τ`. The rounding residual goes to the largest share when that keeps
+/// it at or above its least share.
+fn fill_band(shares: &mut [f64]) {
+    let sum: f64 = shares.iter().sum();
+    if !(sum > 0.0 && sum < 1.0) {
+        return;
+    }
+    let least = shares.to_vec();
+    for b in shares.iter_mut() {
+        *b /= sum;
+    }
+    let residual = 1.0 - shares.iter().sum::<f64>();
+    let Some(i) = (0..shares.len()).max_by(|&a, &b| shares[a].total_cmp(&shares[b])) else {
+        return;
+    };
+    let b = shares[i] + residual;
+    if b >= least[i] {
+        shares[i] = b;
     }
 }

@@ -164,12 +164,27 @@ impl<L: Link> RoundProblem<L> {
     /// `None` when some participant can never finish.
     ///
     /// `h(τ) = Σβ(τ) − 1` is decreasing (and convex for the Shannon rate) in
-    /// `τ` and infinite at and below `max_k (T_cmp + S/cap)`. The root is
-    /// bracketed and found by Newton's method from the left (monotone for a
-    /// convex decreasing `h`), safeguarded by bisection; the answer is the
-    /// bracket's feasible end, within relative `1e-11` of the root (or with
-    /// `Σβ ≥ 1 − 1e-11`).
+    /// `τ` and infinite at and below `max_k (T_cmp + S/cap)`, where the
+    /// slowest participant's share has a pole (`β ≈ c/(τ − τ_0)`). The root
+    /// is bracketed and found by Newton's method on `φ = 1/Σβ − 1` (same
+    /// root, nearly linear next to the pole; its step is `h`'s Newton step
+    /// times `Σβ`), from both sides of the bracket, safeguarded by
+    /// bisection; a step from the left that no longer moves is followed by
+    /// a step just past the root. The answer is the bracket's feasible end,
+    /// within relative `1e-11` of the root (or with `Σβ ≥ 1 − 1e-11`).
     pub(crate) fn least_latency(&self, choice: &[Option<usize>], start: f64) -> Option<f64> {
+        self.least_latency_from(choice, start, None)
+    }
+
+    /// [`Self::least_latency`] with `(Σβ(start) − 1, d/dτ Σβ(start))`
+    /// already known (as computed by `excess_and_slope`), saving one
+    /// evaluation of every participant's least share.
+    pub(crate) fn least_latency_from(
+        &self,
+        choice: &[Option<usize>],
+        start: f64,
+        at_start: Option<(f64, f64)>,
+    ) -> Option<f64> {
         let mut lo = 0.0_f64;
         let mut any = false;
         for (k, ch) in choice.iter().enumerate() {
@@ -186,20 +201,30 @@ impl<L: Link> RoundProblem<L> {
         }
         let h = |t: f64| self.excess_and_slope(choice, t);
         let mut hi = start.max(lo);
-        let (mut fhi, _) = h(hi);
+        let (mut fhi, mut dhi) = match at_start {
+            Some(known) if start >= lo => known,
+            _ => h(hi),
+        };
         let mut step = (hi - lo).max(lo * 1e-3).max(1e-12);
         while fhi.is_nan() || fhi > 0.0 {
             lo = hi;
             hi = lo + step;
             step *= 2.0;
-            fhi = h(hi).0;
+            (fhi, dhi) = h(hi);
             if !hi.is_finite() {
                 return None;
             }
         }
         // a: left end with h(a) > 0 (infinite at `lo`).
         let mut a = lo;
-        let mut x = 0.5 * (lo + hi);
+        // First point: the (φ-)Newton step from the feasible end; from a
+        // good start it lands next to the root.
+        let from_hi = hi - fhi * (1.0 + fhi) / dhi;
+        let mut x = if dhi < 0.0 && from_hi > a && from_hi < hi {
+            from_hi
+        } else {
+            0.5 * (lo + hi)
+        };
         for _ in 0..300 {
             if hi - a <= 1e-11 * hi || fhi > -1e-11 {
                 break;
@@ -208,19 +233,28 @@ impl<L: Link> RoundProblem<L> {
             if fx <= 0.0 {
                 hi = x;
                 fhi = fx;
-                x = 0.5 * (a + hi);
+                // (φ-)Newton from the right, else bisection.
+                let newton = x - fx * (1.0 + fx) / dx;
+                x = if dx < 0.0 && newton > a && newton < hi {
+                    newton
+                } else {
+                    0.5 * (a + hi)
+                };
                 continue;
             }
             a = x;
-            let newton = x - fx / dx;
-            if fx.is_finite() && dx < 0.0 && newton > a && newton < hi {
+            let newton = x - fx * (1.0 + fx) / dx;
+            if fx.is_finite() && dx < 0.0 && newton < hi {
                 if newton - x <= 1e-12 * x {
-                    // converged from the left: step just past the root
+                    // Converged from the left (the step may even round to
+                    // nothing): step just past the root.
                     let c = (x + 4.0 * (newton - x)).max(x * (1.0 + 2e-12)).min(hi);
                     let fc = h(c).0;
                     if fc <= 0.0 {
                         hi = c;
                         fhi = fc;
+                    } else {
+                        a = c;
                     }
                     x = 0.5 * (a + hi);
                 } else {

@@ -12,25 +12,45 @@
 //! * evaluating `τ` gives an assignment `a` with penalty `P(a)` (and a
 //!   certified lower bound `LB(τ) ≤ P(τ)` from the oracle); `a` is tightened
 //!   to `τ*(a) ≤ τ`, an incumbent `V·P(a) + Q·τ*(a)` that covers the whole
-//!   segment `[τ*(a), τ]`;
-//! * an interval `(lo, hi)` whose right end gave `P_e` can improve on the
-//!   incumbent only for `τ < (best − tol − V·P_e)/Q`: it is cut there,
-//!   pruned when its lower bound reaches `best − tol`, closed when
-//!   `Q·(hi − lo) ≤ tol`, and split at its midpoint otherwise;
-//! * the interval's lower bound is the larger of `V·P_e + Q·lo` and a
-//!   Lagrangian bound (see `Dual`): with the LP's band price `λ` at the
-//!   evaluation `e` and the tangents of the (convex) least shares at `e`,
-//!   `P(τ) ≥ Σ_k min_m (c + λ(β(e) + |β'(e)|(e − τ))) − λ`, concave in `τ`,
-//!   so its minimum over an interval is at an end. This first-order bound is
-//!   what keeps the number of evaluations small (about 15 at K = 10…1000).
-//!   The Lagrangian bound assumes least shares convex in `τ` (true for the
-//!   Shannon rate: the inverse of a concave rate composed with `S/(τ − T)`).
+//!   segment `[τ*(a), τ]`; the interval left of it, `(lo, τ*(a))`, gets
+//!   `P_e = P(a)` and the evaluation's Lagrangian bound;
+//! * an interval `(lo, hi)` whose right end gave `P_e` (so the incumbent is
+//!   at most `V·P_e + Q·hi` when it is made) is first cut at
+//!   `(best − tol/2 − V·P_e)/Q`: beyond it, `f ≥ V·P_e + Q·τ ≥ best − tol/2`;
+//! * it is then closed when its lower bound `LB` reaches `best − tol`, or
+//!   when `Q·(hi − lo) ≤ tol/2`: after the cut, `best − V·P_e − Q·hi ≤
+//!   tol/2`, so then `best − (V·P_e + Q·lo) ≤ tol` as well;
+//! * otherwise it is evaluated again: at its (cut) right end when the cut
+//!   took more than a third of it (its bounds come from an evaluation far to
+//!   the right and say little about it), at its midpoint otherwise (the
+//!   left part gets the new evaluation's bounds, the right part keeps its
+//!   own).
 //!
-//! Guarantee: with the exact MILP oracle the answer is within `tol` of the
-//! optimum. With the hull oracle `P_e` may exceed the true `P` by one
-//! client's rounding gap, so the answer is within `tol + V·max gap`. In
-//! both cases the reported lower bound is certified: it is the least of
-//! `V·LB + Q·lo` over every closed, cut or pruned piece.
+//! The interval's lower bound is the larger of `V·P_e + Q·lo` and a
+//! Lagrangian bound (see `Dual`): with the LP's band price `λ` at the
+//! evaluation `e` and the tangents of the (convex) least shares at `e`,
+//! `P(τ) ≥ Σ_k min_m (c + λ(β(e) + |β'(e)|(e − τ))) − λ`, concave in `τ`, so
+//! its minimum over an interval is at an end. This first-order bound is what
+//! keeps the number of evaluations small (about 10 per round in per-client
+//! mode at K = 10…1000, 12 to 26 tied). It assumes least shares convex in
+//! `τ` (true for the Shannon rate: the inverse of a concave rate composed
+//! with `S/(τ − T)`).
+//!
+//! Guarantee. Every `τ` is either covered by an evaluation (`f ≥ best`), cut
+//! (`f ≥ best − tol/2`) or in a closed interval (`f ≥ best − tol`), with
+//! `best` the incumbent at that time, never below the final one. So with the
+//! exact MILP oracle the returned objective is at most `OPT + tol`, `OPT`
+//! the least `V·P(a) + Q·τ*(a)` over all assignments, and `τ*(a)` is only
+//! found to within relative `1e-11` (from above, so the answer is feasible),
+//! which can add `Q·1e-11·τ`. (Closing at `Q·(hi − lo) ≤ tol` after a cut
+//! at `best − tol`, as before, spent the tolerance twice: up to `2·tol`.)
+//! With the hull oracle, `P_e` may exceed the true `P(e)` by that
+//! evaluation's rounding gap, at most one client's `p_k·max(1, max_m D_k(m))`,
+//! and the answer is within `tol + V·max gap`. If `max_evaluations` stops
+//! the search, open intervals are closed as they are and only the lower
+//! bound holds. In every case the reported lower bound is certified: the
+//! least of `V·LB + Q·lo` over every closed, cut or pruned piece and of
+//! `V·LB(e) + Q·τ*(a)` over every evaluated segment.
 
 use std::rc::Rc;
 
@@ -169,27 +189,19 @@ pub(crate) fn reachability<L: Link>(p: &RoundProblem<L>) -> Vec<bool> {
 struct Dual {
     e: f64,
     lambda: f64,
-    /// Per client: `(cost, share, |dβ/dτ|)` of each option at `e`.
-    items: Vec<Vec<(f64, f64, f64)>>,
+    /// Per client: its options at `e` (cost, share, `|dβ/dτ|`).
+    opts: Vec<Vec<Opt>>,
 }
 
 impl Dual {
-    fn new(e: f64, lambda: f64, opts: &[Vec<Opt>]) -> Self {
-        let items = opts
-            .iter()
-            .map(|o| o.iter().map(|x| (x.cost, x.share, x.slope)).collect())
-            .collect();
-        Self { e, lambda, items }
-    }
-
     fn g(&self, tau: f64) -> f64 {
         let d = (self.e - tau).max(0.0);
         let l = self.lambda;
-        self.items
+        self.opts
             .iter()
             .map(|o| {
                 o.iter()
-                    .map(|&(c, b, sl)| c + l * (b + sl * d))
+                    .map(|x| x.cost + l * (x.share + x.slope * d))
                     .fold(f64::INFINITY, f64::min)
             })
             .sum::<f64>()
@@ -212,8 +224,11 @@ struct Interval {
     prune_penalty: f64,
     /// Certified lower bound on `P` valid on the whole interval.
     cert_penalty: f64,
-    /// The Lagrangian bound of that evaluation.
-    dual: Rc<Dual>,
+    /// The Lagrangian bound of that evaluation (`None`: none beyond
+    /// `prune_penalty`).
+    dual: Option<Rc<Dual>>,
+    /// `τ*(a)` of that evaluation: the interval's right end before cuts.
+    fresh_hi: f64,
 }
 
 /// The drift-plus-penalty search over `τ` (see the module docs).
@@ -259,7 +274,30 @@ pub(crate) fn search<L: Link>(
         best.lower_bound = best_f;
         return Ok(best);
     }
-    let Some(tau_hi) = p.least_latency(&max_bits, 2.0 * tau_lo + 1e-9) else {
+    // Start from the latency at which every client fits with an equal
+    // share 1/K' (feasible, so the root is approached from the right).
+    let k_in = max_bits.iter().filter(|c| c.is_some()).count() as f64;
+    let tau_eq = max_bits
+        .iter()
+        .enumerate()
+        .filter_map(|(k, ch)| ch.map(|j| (k, j)))
+        .map(|(k, j)| {
+            let c = &p.clients[k];
+            let bits = c.levels[j].bits;
+            let air = if bits > 0.0 {
+                bits / c.link.rate_bps(1.0 / k_in)
+            } else {
+                0.0
+            };
+            c.compute_latency_s + air
+        })
+        .fold(0.0, f64::max);
+    let start = if tau_eq.is_finite() {
+        tau_eq
+    } else {
+        2.0 * tau_lo + 1e-9
+    };
+    let Some(tau_hi) = p.least_latency(&max_bits, start) else {
         best.lower_bound = best_f;
         return Ok(best);
     };
@@ -279,8 +317,25 @@ pub(crate) fn search<L: Link>(
         } else {
             hull_greedy(&opts).dual_price
         };
-        let dual = Rc::new(Dual::new(tau, lambda, &opts));
-        let t = p.least_latency(&ks.choice, tau).unwrap_or(tau);
+        // Σβ(τ) − 1 and its slope for the choice, from the options at τ
+        // (the same terms, in the same order, as `excess_and_slope`).
+        let (mut excess, mut slope) = (-1.0, 0.0);
+        for (o, ch) in opts.iter().zip(&ks.choice) {
+            if ch.is_some()
+                && let Some(x) = o.iter().find(|x| x.level == *ch)
+            {
+                excess += x.share;
+                slope -= x.slope;
+            }
+        }
+        let dual = Rc::new(Dual {
+            e: tau,
+            lambda,
+            opts,
+        });
+        let t = p
+            .least_latency_from(&ks.choice, tau, Some((excess, slope)))
+            .unwrap_or(tau);
         let pen = p.penalty_of(&ks.choice);
         let f = p.v * pen + p.queue * t;
         if f < *best_f {
@@ -295,8 +350,47 @@ pub(crate) fn search<L: Link>(
         }
         Ok((t.min(tau), pen, ks.lower_bound.min(pen), dual))
     };
-    evaluations += 1;
-    let (t_hi, pen_hi, lb_hi, dual_hi) = eval(tau_hi, &mut best, &mut best_f)?;
+    let (t_hi, pen_hi, lb_hi, dual_hi) = if s.mode == RatioMode::PerClient {
+        // At tau_hi every option fits at once (each least share is at most
+        // that of the client's largest payload), so the knapsack's optimum,
+        // and its LP bound, is every client's cheapest option (the fewer
+        // bits on a tie: the least τ*). No knapsack to solve, and the LP's
+        // band price is 0, so its Lagrangian bound adds nothing.
+        let choice: Vec<Option<usize>> = (0..n)
+            .map(|k| {
+                let c = &p.clients[k];
+                let mut pick: Option<usize> = None;
+                let (mut cost, mut bits) = (SIT_OUT_PENALTY, 0.0);
+                if reachable[k] {
+                    for (j, l) in c.levels.iter().enumerate() {
+                        let cheaper = l.penalty < cost || (l.penalty == cost && l.bits < bits);
+                        if cheaper && p.threshold_s(k, j).is_finite() {
+                            (pick, cost, bits) = (Some(j), l.penalty, l.bits);
+                        }
+                    }
+                }
+                pick
+            })
+            .collect();
+        let t = p.least_latency(&choice, tau_hi).unwrap_or(tau_hi);
+        let pen = p.penalty_of(&choice);
+        let f = p.v * pen + p.queue * t;
+        if f < best_f {
+            best_f = f;
+            best = Found {
+                choice,
+                tau_s: t,
+                penalty: pen,
+                lower_bound: 0.0,
+                evaluations: 0,
+            };
+        }
+        (t.min(tau_hi), pen, pen, None)
+    } else {
+        evaluations += 1;
+        let (t, pen, lb, dual) = eval(tau_hi, &mut best, &mut best_f)?;
+        (t, pen, lb, Some(dual))
+    };
     // [t_hi, ∞) is covered: P(τ) = P(tau_hi) beyond tau_hi, and τ ≥ t_hi.
     closed_lb = closed_lb.min(p.v * lb_hi + p.queue * t_hi);
     let mut open = vec![Interval {
@@ -305,20 +399,20 @@ pub(crate) fn search<L: Link>(
         prune_penalty: pen_hi,
         cert_penalty: lb_hi,
         dual: dual_hi,
+        fresh_hi: t_hi,
     }];
     while let Some(mut iv) = open.pop() {
-        // Only τ < cut can improve on the incumbent by more than tol.
+        // Only τ < cut can improve on the incumbent by more than tol/2.
         if p.queue > 0.0 {
-            let cut = (best_f - tol - p.v * iv.prune_penalty) / p.queue;
+            let cut = (best_f - 0.5 * tol - p.v * iv.prune_penalty) / p.queue;
             if cut < iv.hi {
                 closed_lb = closed_lb.min(p.v * iv.cert_penalty + p.queue * cut.max(iv.lo));
                 iv.hi = cut;
             }
         }
-        let dual_lb = if iv.hi > iv.lo {
-            iv.dual.bound(p.v, p.queue, iv.lo, iv.hi)
-        } else {
-            f64::NEG_INFINITY
+        let dual_lb = match &iv.dual {
+            Some(d) if iv.hi > iv.lo => d.bound(p.v, p.queue, iv.lo, iv.hi),
+            _ => f64::NEG_INFINITY,
         };
         let lb = (p.v * iv.prune_penalty + p.queue * iv.lo).max(dual_lb);
         let cert = (p.v * iv.cert_penalty + p.queue * iv.lo).max(dual_lb);
@@ -326,8 +420,25 @@ pub(crate) fn search<L: Link>(
             closed_lb = closed_lb.min(cert.min(best_f));
             continue;
         }
-        if p.queue * (iv.hi - iv.lo) <= tol || evaluations >= s.max_evaluations {
+        if p.queue * (iv.hi - iv.lo) <= 0.5 * tol || evaluations >= s.max_evaluations {
             closed_lb = closed_lb.min(cert);
+            continue;
+        }
+        if iv.fresh_hi - iv.hi > 0.5 * (iv.hi - iv.lo) {
+            // The cuts took more than a third of the interval: its bounds
+            // come from an evaluation far to the right. Refresh them at the
+            // cut end (covering [τ*(a), hi]) rather than split.
+            evaluations += 1;
+            let (t_r, pen_r, lb_r, dual_r) = eval(iv.hi, &mut best, &mut best_f)?;
+            closed_lb = closed_lb.min(p.v * lb_r + p.queue * t_r);
+            open.push(Interval {
+                lo: iv.lo,
+                hi: t_r,
+                prune_penalty: pen_r,
+                cert_penalty: lb_r,
+                dual: Some(dual_r),
+                fresh_hi: t_r,
+            });
             continue;
         }
         let mid = 0.5 * (iv.lo + iv.hi);
@@ -340,7 +451,8 @@ pub(crate) fn search<L: Link>(
                 hi: t_mid,
                 prune_penalty: pen_mid,
                 cert_penalty: lb_mid,
-                dual: dual_mid,
+                dual: Some(dual_mid),
+                fresh_hi: t_mid,
             });
         }
         open.push(Interval { lo: mid, ..iv });

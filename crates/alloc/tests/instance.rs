@@ -89,7 +89,12 @@ fn baselines_by_hand() {
     )
     .unwrap();
     check_feasible(&p, &a).unwrap();
-    assert!((a.shares.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+    let sum: f64 = a.shares.iter().sum();
+    assert!(
+        (sum - 1.0).abs() <= 2.0 * f64::EPSILON,
+        "Σβ = 1 − {:e}",
+        1.0 - sum
+    );
     for k in 0..3 {
         let c = &p.clients[k];
         let l = c.levels[a.levels[k].unwrap()];
@@ -152,4 +157,68 @@ fn queue_extremes() {
     let b = solve_round(&p, &Policy::default(), &SearchOptions::default()).unwrap();
     assert_eq!(b.participants(), 0);
     assert_eq!(b.objective, p.v * sum_p);
+}
+
+#[test]
+fn non_finite_effective_gain_is_an_error_naming_the_field() {
+    let field_of =
+        |v: &serde_json::Value| match Instance::from_json(&v.to_string()).unwrap().solve() {
+            Err(AllocError::InvalidField { field, .. }) => field,
+            other => panic!("{other:?}"),
+        };
+    // path_gain × fading overflows to ∞ (each factor finite).
+    let mut v: serde_json::Value = serde_json::from_str(EXAMPLE).unwrap();
+    v["clients"][1]["path_gain"] = serde_json::json!(1e300);
+    v["clients"][1]["fading"] = serde_json::json!(1e10);
+    assert_eq!(field_of(&v), "clients[1].fading");
+    // A finite gain whose SNR P·g/(W·N0) overflows.
+    let mut v: serde_json::Value = serde_json::from_str(EXAMPLE).unwrap();
+    v["clients"][2]["tx_power_w"] = serde_json::json!(1e300);
+    v["clients"][2]["path_gain"] = serde_json::json!(1e10);
+    v["clients"][2]["fading"] = serde_json::json!(1.0);
+    assert_eq!(field_of(&v), "clients[2].tx_power_w");
+    // NaN cannot be written in JSON, but can be in the struct.
+    let mut inst = Instance::from_json(EXAMPLE).unwrap();
+    inst.clients[1].fading = f64::NAN;
+    match inst.to_problem() {
+        Err(AllocError::InvalidField { field, .. }) => assert_eq!(field, "clients[1].fading"),
+        other => panic!("{other:?}"),
+    }
+    inst.clients[1].fading = f64::INFINITY;
+    assert!(inst.solve().is_err());
+}
+
+#[test]
+fn search_options_out_of_range_are_errors_not_endless_searches() {
+    // Found by tests/fuzz_inputs.rs: rel_tol 1e-320 with max_evaluations
+    // u64::MAX searched without end.
+    let field_of = |rel_tol: serde_json::Value, max_evaluations: serde_json::Value| {
+        let mut v: serde_json::Value = serde_json::from_str(EXAMPLE).unwrap();
+        v["options"] = serde_json::json!({"rel_tol": rel_tol, "max_evaluations": max_evaluations});
+        match solve_instance_json(&v.to_string()) {
+            Err(AllocError::InvalidField { field, .. }) => field,
+            other => panic!("{other:?}"),
+        }
+    };
+    let j = |x: f64| serde_json::json!(x);
+    assert_eq!(
+        field_of(j(1e-320), serde_json::json!(200)),
+        "options.rel_tol"
+    );
+    assert_eq!(field_of(j(2.0), serde_json::json!(200)), "options.rel_tol");
+    assert_eq!(field_of(j(0.0), serde_json::json!(200)), "options.rel_tol");
+    assert_eq!(
+        field_of(j(1e-3), serde_json::json!(u64::MAX)),
+        "options.max_evaluations"
+    );
+    assert_eq!(
+        field_of(j(1e-3), serde_json::json!(0)),
+        "options.max_evaluations"
+    );
+    let mut v: serde_json::Value = serde_json::from_str(EXAMPLE).unwrap();
+    v["options"] = serde_json::json!({
+        "rel_tol": SearchOptions::MIN_REL_TOL,
+        "max_evaluations": SearchOptions::MAX_EVALUATIONS,
+    });
+    assert!(solve_instance_json(&v.to_string()).is_ok());
 }

@@ -139,6 +139,20 @@ proptest! {
         }
     }
 
+    /// Fixed ratio: the latency-equalising shares fill the band, `Σβ = 1`
+    /// to the last ulp or so, and every participant finishes by `τ`.
+    #[test]
+    fn fixed_ratio_fills_the_band(p in small_problem(8, 4)) {
+        let a = solve_round(&p, &Policy::FixedRatio { components: 1 }, &SearchOptions::default()).unwrap();
+        check_feasible(&p, &a).map_err(TestCaseError::fail)?;
+        let sum: f64 = a.shares.iter().sum();
+        if a.participants() > 0 {
+            prop_assert!((sum - 1.0).abs() <= 4.0 * f64::EPSILON, "Σβ = 1 − {:e}", 1.0 - sum);
+        } else {
+            prop_assert_eq!(sum, 0.0);
+        }
+    }
+
     /// A larger Q never gives a longer τ: for ε-optimal answers,
     /// `(Q2 − Q1)(τ2 − τ1) ≤ ε1 + ε2` (add the two optimality inequalities),
     /// with ε the certified gaps. Likewise a larger V never gives a larger

@@ -7,6 +7,10 @@
     dead_code
 )]
 
+pub mod exact;
+
+use std::ops::RangeInclusive;
+
 use proptest::prelude::*;
 use wflora_alloc::{Allocation, ClientRound, Level, Link, RoundProblem};
 use wflora_channel::Uplink;
@@ -20,6 +24,14 @@ pub fn uplink(g: f64) -> Uplink {
 /// `1..=max_l` levels each; gains span deep fades (down to 0), payloads
 /// increase with `m`, penalties are arbitrary in `[0, 1.2]`.
 pub fn small_problem(max_k: usize, max_l: usize) -> impl Strategy<Value = RoundProblem<Uplink>> {
+    problem_in(1..=max_k, max_l)
+}
+
+/// Strategy: as [`small_problem`], with a number of clients in `clients`.
+pub fn problem_in(
+    clients: RangeInclusive<usize>,
+    max_l: usize,
+) -> impl Strategy<Value = RoundProblem<Uplink>> {
     let client = (
         prop_oneof![9 => -13.5f64..-9.0, 1 => Just(f64::NEG_INFINITY)],
         0.0f64..0.3,
@@ -48,7 +60,7 @@ pub fn small_problem(max_k: usize, max_l: usize) -> impl Strategy<Value = RoundP
             }
         });
     (
-        proptest::collection::vec(client, 1..=max_k),
+        proptest::collection::vec(client, clients),
         0.05f64..10.0,
         0.0f64..40.0,
     )
