@@ -298,11 +298,11 @@ mod tests {
         let r = ResultsDir::open(&dir, false).unwrap();
         r.write_json("summary.json", &serde_json::json!({"x": 1}))
             .unwrap();
+        drop(r);
         assert!(matches!(
             ResultsDir::open(&dir, false),
             Err(ReportError::Exists(_))
         ));
-        drop(r);
         assert!(ResultsDir::open(&dir, true).is_ok());
         std::fs::remove_dir_all(&dir).unwrap();
     }
