@@ -297,6 +297,18 @@ fn force_keeps_old_results_whole_until_the_new_run_has_started() {
     std::fs::create_dir_all(&dir.0).unwrap();
     let out = dir.0.join("fig2");
     let out_s = out.to_str().unwrap();
+    let force = || {
+        let args = [
+            "reproduce",
+            "fig2",
+            "--profile",
+            "quick",
+            "--force",
+            "--out",
+            out_s,
+        ];
+        wflora_in(&dir.0, &args)
+    };
     let (status, _, stderr) = wflora_in(
         &dir.0,
         &["reproduce", "fig2", "--profile", "quick", "--out", out_s],
@@ -317,18 +329,7 @@ fn force_keeps_old_results_whole_until_the_new_run_has_started() {
     let mut bytes = std::fs::read(&file).unwrap();
     *bytes.last_mut().unwrap() ^= 0x10;
     std::fs::write(&file, &bytes).unwrap();
-    let (status, _, stderr) = wflora_in(
-        &dir.0,
-        &[
-            "reproduce",
-            "fig2",
-            "--profile",
-            "quick",
-            "--force",
-            "--out",
-            out_s,
-        ],
-    );
+    let (status, _, stderr) = force();
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains(file.file_name().unwrap().to_str().unwrap()),
@@ -366,18 +367,7 @@ fn force_keeps_old_results_whole_until_the_new_run_has_started() {
     // With the damaged file gone, --force replaces the results with the
     // same numbers.
     std::fs::remove_file(&file).unwrap();
-    let (status, _, stderr) = wflora_in(
-        &dir.0,
-        &[
-            "reproduce",
-            "fig2",
-            "--profile",
-            "quick",
-            "--force",
-            "--out",
-            out_s,
-        ],
-    );
+    let (status, _, stderr) = force();
     assert!(status.success(), "{stderr}");
     let after = snapshot(&out);
     for name in ["data.csv", "summary.json", "bound.csv"] {

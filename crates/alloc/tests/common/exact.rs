@@ -166,26 +166,8 @@ pub fn exhaustive(p: &RoundProblem<Uplink>, tied: bool) -> Exact {
         choice: vec![None; n],
         tau_s: 0.0,
     };
-    let radix: Vec<usize> = p.clients.iter().map(|c| c.levels.len() + 1).collect();
-    let total: usize = radix.iter().product();
-    for code in 1..total {
-        let mut rest = code;
-        let mut choice = Vec::with_capacity(n);
-        for &r in &radix {
-            let d = rest % r;
-            rest /= r;
-            choice.push(if d == 0 { None } else { Some(d - 1) });
-        }
-        if tied {
-            let mut ms = choice
-                .iter()
-                .enumerate()
-                .filter_map(|(k, ch)| ch.map(|j| p.clients[k].levels[j].components));
-            let first = ms.next();
-            if ms.any(|m| Some(m) != first) {
-                continue;
-            }
-        }
+    // The first assignment (all sit out) is the initial incumbent.
+    for choice in super::assignments(p, tied).into_iter().skip(1) {
         let penalty: f64 = p
             .clients
             .iter()

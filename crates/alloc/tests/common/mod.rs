@@ -171,31 +171,39 @@ pub fn brute_tau<L: Link>(p: &RoundProblem<L>, choice: &[Option<usize>]) -> Opti
     Some(hi)
 }
 
-/// Brute force over all assignments (optionally tied), each at its least `τ`.
-pub fn brute_force<L: Link>(p: &RoundProblem<L>, tied: bool) -> f64 {
-    let n = p.clients.len();
+/// Every assignment of `p` (`None`: the client sits out), the all-sit-out
+/// one first; with `tied`, only those whose participants all keep the same
+/// number of components.
+pub fn assignments<L>(p: &RoundProblem<L>, tied: bool) -> Vec<Vec<Option<usize>>> {
     let radix: Vec<usize> = p.clients.iter().map(|c| c.levels.len() + 1).collect();
     let total: usize = radix.iter().product();
-    let mut best = f64::INFINITY;
-    for code in 0..total {
-        let mut c = code;
-        let mut choice = Vec::with_capacity(n);
-        for &r in &radix {
-            let d = c % r;
-            c /= r;
-            choice.push(if d == 0 { None } else { Some(d - 1) });
-        }
-        if tied {
+    (0..total)
+        .map(|code| {
+            let mut rest = code;
+            radix
+                .iter()
+                .map(|&r| {
+                    let d = rest % r;
+                    rest /= r;
+                    if d == 0 { None } else { Some(d - 1) }
+                })
+                .collect::<Vec<_>>()
+        })
+        .filter(|choice| {
             let mut ms = choice
                 .iter()
                 .enumerate()
                 .filter_map(|(k, ch)| ch.map(|j| p.clients[k].levels[j].components));
-            if let Some(first) = ms.next() {
-                if ms.any(|m| m != first) {
-                    continue;
-                }
-            }
-        }
+            let first = ms.next();
+            !tied || ms.all(|m| Some(m) == first)
+        })
+        .collect()
+}
+
+/// Brute force over all assignments (optionally tied), each at its least `τ`.
+pub fn brute_force<L: Link>(p: &RoundProblem<L>, tied: bool) -> f64 {
+    let mut best = f64::INFINITY;
+    for choice in assignments(p, tied) {
         let Some(tau) = brute_tau(p, &choice) else {
             continue;
         };
