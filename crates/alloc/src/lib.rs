@@ -4,7 +4,7 @@
 //! latencies and, per client, a menu of payload levels: `m` kept rank
 //! components cost `S_k(m)` bits and leave a sparsification penalty
 //! `D_k(m)`. This crate decides who sends what and with which bandwidth
-//! share, by Lyapunov drift-plus-penalty (METHOD.md §5): minimise
+//! share, by Lyapunov drift-plus-penalty (docs/method.md §5): minimise
 //! `V·Σ_k p_k D_k(m_k) + Q·τ` subject to every participant finishing by `τ`
 //! and `Σ_k β_k ≤ 1`; a client may sit out (penalty 1, no band). The
 //! virtual queue [`VirtualQueue`] (`Q ← max(Q + T − T̄, 0)`) turns the

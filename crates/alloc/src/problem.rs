@@ -50,7 +50,7 @@ pub struct Level {
     pub penalty: f64,
 }
 
-/// Penalty of a client that sits the round out (`D_k(0)`, METHOD.md §5).
+/// Penalty of a client that sits the round out (`D_k(0)`, docs/method.md §5).
 pub const SIT_OUT_PENALTY: f64 = 1.0;
 
 /// One client in one round.

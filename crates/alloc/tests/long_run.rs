@@ -1,4 +1,4 @@
-//! 2,000 rounds of Rayleigh channels with the virtual queue (METHOD.md §5).
+//! 2,000 rounds of Rayleigh channels with the virtual queue (docs/method.md §5).
 #![allow(clippy::unwrap_used)]
 
 use rand::rngs::StdRng;

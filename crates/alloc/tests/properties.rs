@@ -1,4 +1,4 @@
-//! Property tests of the drift-plus-penalty allocation (METHOD.md §5).
+//! Property tests of the drift-plus-penalty allocation (docs/method.md §5).
 #![allow(clippy::unwrap_used)]
 
 mod common;

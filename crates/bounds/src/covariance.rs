@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{BoundError, finite, non_negative, non_negative_elements};
 
 /// A model of `C(r)`, the covariance norm of separate aggregation
-/// (METHOD §1: `‖Σ_k p_k (B_k − B̄)(A_k − Ā)‖_F`, relative or absolute, as
+/// (docs/method.md §1: `‖Σ_k p_k (B_k − B̄)(A_k − Ā)‖_F`, relative or absolute, as
 /// the engine measures it) at rank `r`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "model", rename_all = "snake_case", deny_unknown_fields)]

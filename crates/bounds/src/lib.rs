@@ -1,6 +1,6 @@
 //! # wflora-bounds: the convergence bound and the offline rank choice
 //!
-//! TSFA's offline stage (Kim & Choi, arXiv:2505.00333; METHOD §4) picks the
+//! TSFA's offline stage (Kim & Choi, arXiv:2505.00333; docs/method.md §4) picks the
 //! LoRA rank once, before training, by minimising a convergence bound under a
 //! latency budget. This crate is that bound, the estimators of its constants
 //! from pilot rounds, and the selection. It is plain `f64` arithmetic.
@@ -29,7 +29,7 @@
 //!   of restricting updates to rank `r`; nonincreasing in `r`.
 //! - `C(r)` ([`CovarianceModel`], fitted by [`fit_covariance`]) is the norm of
 //!   `Σ_k p_k (B_k − B̄)(A_k − Ā)`, the error of aggregating `A` and `B`
-//!   separately (METHOD §1). It grows with rank, non-IID data and local steps.
+//!   separately (docs/method.md §1). It grows with rank, non-IID data and local steps.
 //! - `(1 − ρ)/ρ²` is the compression factor of error feedback with a
 //!   `ρ`-contraction (keeping a share `ρ`: `‖x − C(x)‖² <= (1 − ρ)‖x‖²`),
 //!   as in the error-feedback analyses of Karimireddy et al. (2019) and
@@ -43,7 +43,7 @@
 //! ## What is our reconstruction
 //!
 //! The paper body (its exact bound, constants and the values of its weights)
-//! was unavailable; METHOD §4 fixes the form above from the abstract ("effects
+//! was unavailable; docs/method.md §4 fixes the form above from the abstract ("effects
 //! of structural LoRA rank, sparsification error, and the covariance induced
 //! by separate aggregation") and standard analyses. So: the additive form,
 //! the three weights `c_Γ`, `c_C`, `c_S` as free, named parameters (they

@@ -13,7 +13,7 @@ use crate::error::{BoundError, non_negative, positive};
 /// deserialisation validates too (a bad value is a deserialisation error
 /// naming the field). Missing fields take the [`Default`] values, listed on
 /// each field. The defaults of `learning_rate`, `local_steps`, `rounds` and
-/// `batch_size` are the project's first trial profile (METHOD §6b); the
+/// `batch_size` are the project's first trial profile (docs/method.md §6b); the
 /// others are placeholders meant to be replaced by pilot estimates
 /// (`objective_gap`, `smoothness`, `gradient_variance`) or by a calibration
 /// (the three weights `c_Γ`, `c_C`, `c_S`, which no pilot can estimate: see
@@ -26,11 +26,11 @@ pub struct BoundParams {
     /// the cross-entropy of a uniform prediction over 10 classes against the
     /// floor 0.
     pub objective_gap: f64,
-    /// `η`: the local step size (finite, `> 0`). Default `5e-3` (METHOD §6b).
+    /// `η`: the local step size (finite, `> 0`). Default `5e-3` (docs/method.md §6b).
     pub learning_rate: f64,
-    /// `E`: local steps per round (`>= 1`). Default `10` (METHOD §6b).
+    /// `E`: local steps per round (`>= 1`). Default `10` (docs/method.md §6b).
     pub local_steps: u32,
-    /// `T`: number of rounds (`>= 1`). Default `40` (METHOD §6b).
+    /// `T`: number of rounds (`>= 1`). Default `40` (docs/method.md §6b).
     pub rounds: u32,
     /// `L`: smoothness constant of the objective (finite, `>= 0`).
     /// Estimator: [`crate::estimate::smoothness`]. Default `1` (placeholder).
@@ -39,7 +39,7 @@ pub struct BoundParams {
     /// bound divides it by the batch size. Estimator:
     /// [`crate::estimate::gradient_variance`]. Default `1` (placeholder).
     pub gradient_variance: f64,
-    /// `b`: mini-batch size (`>= 1`). Default `32` (METHOD §6b).
+    /// `b`: mini-batch size (`>= 1`). Default `32` (docs/method.md §6b).
     pub batch_size: u32,
     /// `c_Γ`: weight of the structural-rank term (finite, `>= 0`).
     /// Default `1` (uncalibrated: unit weight).

@@ -1,4 +1,4 @@
-//! The offline stage (METHOD §4): for each candidate rank, the largest
+//! The offline stage (docs/method.md §4): for each candidate rank, the largest
 //! sparsification ratio whose expected round latency meets the budget `T̄`,
 //! and the rank that minimises the bound there.
 

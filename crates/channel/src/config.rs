@@ -7,7 +7,7 @@ use crate::units::dbm_to_w;
 
 /// System parameters of the uplink and of the clients' hardware.
 ///
-/// Defaults follow METHOD.md §3 (typical of this literature; the paper's own
+/// Defaults follow docs/method.md §3 (typical of this literature; the paper's own
 /// values are unknown): `W_tot = 20 MHz`, `P = 23 dBm`, `N0 = −174 dBm/Hz`,
 /// a disc of radius 500 m with a 50 m exclusion, CPU clocks `U[1, 2] GHz`,
 /// 32-bit values. `kappa = 1e-28` (effective switched capacitance) is the

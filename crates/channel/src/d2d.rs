@@ -1,7 +1,7 @@
 //! Device-to-device links between two sites of a [`Network`], for
 //! decentralized training without a server.
 //!
-//! A D2D link uses the same model as the uplink (METHOD §3): the path loss
+//! A D2D link uses the same model as the uplink (docs/method.md §3): the path loss
 //! `128.1 + 37.6·log10(d_km)` at the distance between the two devices
 //! (floored at [`MIN_D2D_DISTANCE_M`] so that co-located devices keep a
 //! finite gain), block Rayleigh fading `|h|² ~ Exp(1)` drawn per unordered

@@ -2,7 +2,7 @@
 //!
 //! This crate answers one question for the rest of wflora: *how long does a
 //! client take to compute and upload `S` bits with a given share of the
-//! band, and what does it cost in energy?* It models METHOD.md §3:
+//! band, and what does it cost in energy?* It models docs/method.md §3:
 //!
 //! * placement uniform in the area of an annulus around the base station
 //!   (radius 500 m, at least 50 m away), path loss `128.1 + 37.6·log10(d_km)` dB;

@@ -1,4 +1,4 @@
-//! Closed-form and property checks of the uplink model (METHOD.md §3).
+//! Closed-form and property checks of the uplink model (docs/method.md §3).
 #![allow(clippy::unwrap_used)]
 
 use proptest::prelude::*;

@@ -5,7 +5,7 @@
 //! federated clients. It deliberately knows nothing of candle, LoRA, wireless
 //! channels or federated training: a consumer gets slices and shapes, and the
 //! federated part stops at index lists and the weights `p_k = |D_k| / Σ|D_j|`
-//! (METHOD.md §1).
+//! (docs/method.md §1).
 //!
 //! **Data.** The default data set is embedded in the binary: the Fashion-MNIST
 //! test split (10,000 grey 28 × 28 images, 10 classes of 1,000, MIT licence,
@@ -19,7 +19,7 @@
 //!
 //! **Transforms.** A [`Dataset`] can be filtered to some classes and relabelled
 //! (the project pre-trains a backbone on classes 0–4 and fine-tunes on 5–9,
-//! METHOD.md §6b), split train/test stratified by class, normalised per channel
+//! docs/method.md §6b), split train/test stratified by class, normalised per channel
 //! with statistics of the training split, resized bilinearly and replicated from
 //! one to three channels for a ViT, and cut into mini-batches (whole epochs with
 //! a [`LastBatch`] policy, or an endless [`BatchSampler`] for a fixed number of
@@ -44,7 +44,7 @@
 //! size, retried a bounded number of times) and pathological [`shards`]; each
 //! covers every sample exactly once. Everything random takes an explicit seed,
 //! so the same seed gives the same split and partition for every method
-//! compared (paired comparisons, METHOD.md §6b).
+//! compared (paired comparisons, docs/method.md §6b).
 //!
 //! ```
 //! use wflora_data::{fashion_mnist_test, DirichletParams, dirichlet};

@@ -2,7 +2,7 @@
 //!
 //! Devices with different tasks fine-tune one frozen backbone without a
 //! server, exchanging with their graph neighbours over device-to-device
-//! links (METHOD §6; Yang et al., arXiv:2602.20492, reconstructed from its
+//! links (docs/method.md §6; Yang et al., arXiv:2602.20492, reconstructed from its
 //! abstract: the paper's body was not available, so the choices below are
 //! ours and are listed in `docs/so-lora.md`).
 //!

@@ -1,4 +1,4 @@
-//! The covariance effect of separate aggregation (METHOD §1).
+//! The covariance effect of separate aggregation (docs/method.md §1).
 //!
 //! Averaging the factors separately is not averaging the products:
 //! `Σ_k p_k B_k A_k = B̄Ā + Σ_k p_k (B_k − B̄)(A_k − Ā)` with `B̄ = Σ p_k B_k`,

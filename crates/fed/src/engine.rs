@@ -1,6 +1,6 @@
 //! The synchronous round loop.
 //!
-//! One round `t` (METHOD §1–§3):
+//! One round `t` (docs/method.md §1–§3):
 //! 1. sample `clients_per_round` clients (seeded by `(seed, t)`);
 //! 2. each trains `E` local steps from the broadcast factors and head
 //!    (clients run concurrently on `workers` threads; results are used in

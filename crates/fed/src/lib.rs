@@ -11,7 +11,7 @@
 //! never measured, so runs are reproducible), metrics as JSON lines, and
 //! checkpoints that make a killed run resumable with identical results.
 //!
-//! TSFA (METHOD §4–§5) lives here too, because it needs the engine's
+//! TSFA (docs/method.md §4–§5) lives here too, because it needs the engine's
 //! measurements: the online stage is an allocation policy
 //! ([`AllocationSettings::DriftPlusPenalty`], with the virtual latency queue
 //! in the simulation's state and checkpoints; [`AllocationSettings::Myopic`]

@@ -1,4 +1,4 @@
-//! TSFA (METHOD §4–§5) on top of the engine: the latency model both stages
+//! TSFA (docs/method.md §4–§5) on top of the engine: the latency model both stages
 //! share, and the offline stage that picks the rank `r*` from pilot runs.
 //!
 //! **Latency model** ([`LatencyModel`]): every client at its *mean* channel
@@ -9,7 +9,7 @@
 //! - `T_ILoRA` ([`LatencyModel::ilora_latency_s`]): ILoRA's round latency
 //!   (all `r` components, no index bits) with every client taking part and
 //!   equal shares `1/K`, the max of the clients' finish times. The TSFA
-//!   budget is `T̄ = budget_rel · T_ILoRA` (METHOD §3, last bullet).
+//!   budget is `T̄ = budget_rel · T_ILoRA` (docs/method.md §3, last bullet).
 //! - the expected round latency `T(r, ρ)` of the offline stage
 //!   ([`LatencyModel::expected_latency_s`]): the common finish time of the
 //!   latency-equalising split ([`equalising_split`]) of every client.
@@ -458,7 +458,7 @@ pub fn pilot_config(base: &RunConfig, rank: usize, rounds: usize) -> RunConfig {
 }
 
 /// TSFA's offline stage: pilots, `Γ`, `C`, the bound table and `r*`
-/// (METHOD §4).
+/// (docs/method.md §4).
 ///
 /// # Errors
 /// Invalid settings or configuration, a pilot's error, a fit or bound error,

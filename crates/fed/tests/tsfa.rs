@@ -1,4 +1,4 @@
-//! TSFA in the engine (METHOD §4–§5): feasibility of every round's
+//! TSFA in the engine (docs/method.md §4–§5): feasibility of every round's
 //! allocation, the queue recursion, the long-run latency against `T̄`, the
 //! allocator's `V` statement on engine-built rounds, resume with the queue,
 //! `T_ILoRA` by hand, and the offline plan against brute force.
@@ -143,7 +143,7 @@ fn t_ilora_matches_a_hand_computation_for_one_client() {
     let sim = Simulation::new(cfg.clone(), task()).unwrap();
     let site = sim.network().sites()[0];
     let ch = &cfg.wireless.channel;
-    // METHOD §3 by hand: PL = 128.1 + 37.6·log10(d_km) dB, |h|² = 1 (mean
+    // docs/method.md §3 by hand: PL = 128.1 + 37.6·log10(d_km) dB, |h|² = 1 (mean
     // channel), the whole band (K = 1), R = W·log2(1 + P·g/(W·N0)).
     let pl_db = 128.1 + 37.6 * (site.distance_m / 1000.0).log10();
     let gain = 10f64.powf(-pl_db / 10.0);

@@ -10,7 +10,7 @@ use crate::error::{LoraError, Result, check_shape};
 
 /// The trainable low-rank factors of one adapted matrix.
 ///
-/// Convention (METHOD §1): `B ∈ R^{d×r}`, `A ∈ R^{r×l}` with `d` the output
+/// Convention (docs/method.md §1): `B ∈ R^{d×r}`, `A ∈ R^{r×l}` with `d` the output
 /// and `l` the input features; the adapted weight is `W0 + (α/r)·B·A`.
 #[derive(Clone, Debug)]
 pub struct LoraAdapter {

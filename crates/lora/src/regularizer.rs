@@ -1,4 +1,4 @@
-//! The orthogonality regulariser of METHOD §1 (SOFT's only change to training).
+//! The orthogonality regulariser of docs/method.md §1 (SOFT's only change to training).
 
 use candle_core::{D, Tensor};
 use ndarray::Array2;

@@ -37,7 +37,7 @@ impl Bits {
 
 /// The bit budget of one adapted matrix at ratio `ρ`: that of SOFT keeping
 /// `m = ⌈ρ·r⌉` components, `m(d+l)` values plus `m⌈log2 r⌉` index bits
-/// (METHOD §2). Every method's message fits in it.
+/// (docs/method.md §2). Every method's message fits in it.
 ///
 /// The budget always counts the index bits, also at `m = r`, where SOFT
 /// itself sends no indices (a message carrying everything needs none).

@@ -6,7 +6,7 @@ use crate::{FactorsView, Message, Residual, SoftError, slora};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// One compression method (METHOD §2): for one client and one adapted
+/// One compression method (docs/method.md §2): for one client and one adapted
 /// matrix, turns the broadcast factors `(Bᵗ, Aᵗ)`, the client's factor update
 /// `(ΔB, ΔA)` and its residual into a message and the new residual.
 ///
@@ -37,7 +37,7 @@ pub trait Sparsifier {
     ) -> Result<(Message, Residual), SoftError>;
 }
 
-/// The methods of METHOD §2, by name (serialised in snake case:
+/// The methods of docs/method.md §2, by name (serialised in snake case:
 /// `"soft"`, `"soft_delta"`, `"slora"`, `"tlora"`, `"rlora"`, `"ilora"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum MethodKind {
@@ -62,7 +62,7 @@ pub enum MethodKind {
 }
 
 impl MethodKind {
-    /// Every method, in METHOD's order.
+    /// Every method, in the order of docs/method.md §2.
     pub const ALL: [Self; 6] = [
         Self::Soft,
         Self::SoftDelta,
