@@ -5,7 +5,7 @@
 //! federated round a client turns its update of `(B, A)` into a message that
 //! fits a bit budget; the server decodes the messages and moves the factors.
 //! This crate is that step for **one client and one adapted matrix**, and its
-//! server-side counterpart (METHOD §1–§2):
+//! server-side counterpart (docs/method.md §1–§2):
 //!
 //! - [`Sparsifier`]: broadcast factors `(Bᵗ, Aᵗ)` + update `(ΔB, ΔA)` +
 //!   residual + ratio `ρ` → [`Message`] + new [`Residual`]. One type per
@@ -59,6 +59,11 @@
 //! assert!(matches!(residual, Residual::Factors(ref e) if e.a[[1, 1]] == 0.2));
 //! # Ok::<(), wflora_soft::SoftError>(())
 //! ```
+
+/// The `ndarray` this crate's API takes and returns (`Array2<f32>`,
+/// `ArrayView2<f32>`), re-exported so that callers build matrices with the
+/// same version.
+pub use ndarray;
 
 mod component;
 mod elements;
