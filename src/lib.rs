@@ -32,3 +32,9 @@ pub use wflora_dfl as dfl;
 pub use wflora_fed as fed;
 pub use wflora_lora as lora;
 pub use wflora_soft as soft;
+
+/// The README's code blocks, compiled and run as doctests
+/// (`cargo test --workspace --doc`), so that its library snippet stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

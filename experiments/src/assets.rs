@@ -830,7 +830,7 @@ fn convert(onnx: &Path, out: &Path) -> Result<(f64, f64), CliError> {
 #[cfg(not(feature = "onnx"))]
 fn convert(onnx: &Path, _out: &Path) -> Result<(f64, f64), CliError> {
     Err(format!(
-        "converting {} needs the `onnx` feature (candle-onnx, whose build needs protoc); \
+        "converting {} needs the `onnx` feature (candle-onnx); \
          run `{FETCH_COMMAND}`, which builds with it",
         onnx.display()
     )

@@ -10,4 +10,5 @@ pub mod cli;
 pub mod figures;
 pub mod plot;
 pub mod process;
+pub mod progress;
 pub mod report;

@@ -219,19 +219,65 @@ impl ResultsDir {
 pub struct Manifest {
     /// The command line, as given.
     pub command: Vec<String>,
+    /// When the manifest was written, UTC, RFC 3339 (`2026-12-07T10:41:05Z`).
+    pub created_utc: String,
+    /// The machine it ran on.
+    pub host: Host,
     /// `git describe --always --dirty` of the working tree, if git is available.
     pub git_revision: Option<String>,
     /// The base seed.
     pub seed: u64,
     /// Version of the wflora crates.
     pub wflora_version: String,
-    /// Versions of the main dependencies, as pinned by the workspace.
+    /// The direct dependencies of the wflora crates at the exact versions
+    /// of the `Cargo.lock` the binary was built with (`["ndarray",
+    /// "0.17.1"]`), sorted by name.
     pub dependencies: Vec<(String, String)>,
     /// Profile or configuration name.
     pub profile: String,
     /// candle's thread pool and the allocator policy the process ran with
     /// (they change the speed, not the numbers).
     pub runtime: crate::process::Runtime,
+}
+
+/// The machine a manifest was written on.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Host {
+    /// The host name (`/proc/sys/kernel/hostname`, else `$HOSTNAME`), if known.
+    pub name: Option<String>,
+    /// The operating system (`std::env::consts::OS`).
+    pub os: String,
+    /// The CPU architecture (`std::env::consts::ARCH`).
+    pub arch: String,
+    /// The CPU model (`model name` of `/proc/cpuinfo`), if known.
+    pub cpu: Option<String>,
+    /// Logical CPUs this process may use.
+    pub logical_cpus: usize,
+}
+
+impl Host {
+    /// The machine this process runs on.
+    #[must_use]
+    pub fn current() -> Self {
+        let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|s| s.trim().to_owned())
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .filter(|s| !s.is_empty());
+        let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+        });
+        Self {
+            name,
+            os: std::env::consts::OS.to_owned(),
+            arch: std::env::consts::ARCH.to_owned(),
+            cpu,
+            logical_cpus: std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+        }
+    }
 }
 
 impl Manifest {
@@ -243,12 +289,17 @@ impl Manifest {
             .ok()
             .filter(|o| o.status.success())
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         Self {
             command: std::env::args().collect(),
+            created_utc: rfc3339_utc(now),
+            host: Host::current(),
             git_revision,
             seed,
             wflora_version: env!("CARGO_PKG_VERSION").to_owned(),
-            dependencies: DEPENDENCY_VERSIONS
+            dependencies: locked::LOCKED_DEPENDENCIES
                 .iter()
                 .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
                 .collect(),
@@ -258,15 +309,34 @@ impl Manifest {
     }
 }
 
-/// The main dependency versions (kept in step with the root `Cargo.toml`).
-const DEPENDENCY_VERSIONS: &[(&str, &str)] = &[
-    ("candle-core", "0.11.1"),
-    ("candle-nn", "0.11.1"),
-    ("ndarray", "0.17"),
-    ("faer", "0.24"),
-    ("good_lp", "1.15 (microlp)"),
-    ("rand", "0.9"),
-];
+/// The exact dependency versions, written by `build.rs` from `Cargo.lock`.
+mod locked {
+    include!(concat!(env!("OUT_DIR"), "/locked.rs"));
+}
+
+/// `secs` after the Unix epoch as an RFC 3339 UTC timestamp
+/// (`1970-01-01T00:00:00Z`), by H. Hinnant's `civil_from_days`
+/// algorithm (proleptic Gregorian calendar).
+#[must_use]
+pub fn rfc3339_utc(secs: u64) -> String {
+    let days = i64::try_from(secs / 86_400).unwrap_or(i64::MAX / 2);
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3_600,
+        rem % 3_600 / 60,
+        rem % 60
+    )
+}
 
 /// Prints every claim as a PASS/FAIL line and returns whether all passed.
 pub fn print_claims(title: &str, claims: &[Claim]) -> bool {
@@ -280,6 +350,41 @@ pub fn print_claims(title: &str, claims: &[Claim]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3339_matches_known_instants() {
+        // reference instants from `date -u -d @SECS +%FT%TZ` (GNU coreutils)
+        assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339_utc(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339_utc(1_709_164_799), "2024-02-28T23:59:59Z");
+        assert_eq!(rfc3339_utc(1_796_640_065), "2026-12-07T10:41:05Z");
+        assert_eq!(rfc3339_utc(4_107_542_400), "2100-03-01T00:00:00Z");
+    }
+
+    #[test]
+    fn manifest_records_exact_locked_versions() {
+        let m = Manifest::current(7, "test");
+        let lock = include_str!("../../Cargo.lock");
+        for name in ["ndarray", "candle-core", "good_lp", "rand", "serde"] {
+            let (_, v) = m
+                .dependencies
+                .iter()
+                .find(|(n, _)| n == name)
+                .unwrap_or_else(|| panic!("{name} missing from {:?}", m.dependencies));
+            assert_eq!(
+                v.split('.').count(),
+                3,
+                "{name} {v} is not an exact version"
+            );
+            assert!(
+                lock.contains(&format!("name = \"{name}\"\nversion = \"{v}\"")),
+                "{name} {v} is not what Cargo.lock pins"
+            );
+        }
+        assert_eq!(m.created_utc.len(), 20, "{}", m.created_utc);
+        assert!(m.host.logical_cpus >= 1);
+        assert_eq!(m.host.os, std::env::consts::OS);
+    }
 
     #[test]
     fn claim_direction_and_nan() {

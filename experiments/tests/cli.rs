@@ -3,7 +3,7 @@
 
 use std::path::Path;
 use wflora_experiments::cli;
-use wflora_experiments::figures::{Profile, find};
+use wflora_experiments::figures::{FigureOptions, Profile, find};
 
 #[test]
 fn alloc_solve_reads_the_documented_example() {
@@ -38,16 +38,28 @@ fn unknown_figure_and_profile_are_clear_errors() {
     );
 }
 
+/// The options of `wflora reproduce --profile PROFILE` and nothing else.
+fn plain(profile: Profile) -> FigureOptions {
+    FigureOptions {
+        profile,
+        out: std::path::PathBuf::new(),
+        resume: false,
+        force: false,
+        config: Default::default(),
+        plot: Default::default(),
+    }
+}
+
 #[test]
 fn the_real_profile_without_assets_names_the_fetch_command() {
     // The test's working directory (experiments/) has no asset cache.
     let dir = std::env::temp_dir().join(format!("wflora-cli-real-{}", std::process::id()));
-    let err = cli::reproduce("fig3", Profile::Real, Some(&dir), false, false)
+    let err = cli::reproduce("fig3", Some(&dir), &plain(Profile::Real))
         .unwrap_err()
         .to_string();
     assert!(err.contains("just fetch-assets"), "{err}");
     // The SO figures' real profile (the text tasks) needs the text assets.
-    let err = cli::reproduce("so1", Profile::Real, Some(&dir), false, false)
+    let err = cli::reproduce("so1", Some(&dir), &plain(Profile::Real))
         .unwrap_err()
         .to_string();
     assert!(
@@ -62,11 +74,32 @@ fn run_with_a_bad_config_names_the_file_and_field() {
     let dir = std::env::temp_dir().join(format!("wflora-cli-cfg-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let bad = dir.join("bad.toml");
-    std::fs::write(&bad, "name = \"x\"\nseed = 1\n").unwrap();
-    let err = cli::run(&bad, Some(&dir.join("out")), wflora_fed::Start::Fresh)
+    std::fs::write(
+        &bad,
+        "name = \"x\"\nseed = 1\n[task]\nimage_size = \"big\"\n",
+    )
+    .unwrap();
+    let err = cli::run(&bad, &[], Some(&dir.join("out")), wflora_fed::Start::Fresh)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("bad.toml") && err.contains("task"), "{err}");
+    assert!(
+        err.starts_with(&format!("file {}: ", bad.display())) && err.contains("`task.image_size`"),
+        "{err}"
+    );
+    // A missing file is a file, not a configuration field.
+    let missing = dir.join("missing.toml");
+    let err = cli::run(
+        &missing,
+        &[],
+        Some(&dir.join("out")),
+        wflora_fed::Start::Fresh,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.starts_with(&format!("file {}: cannot read it", missing.display())),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -375,4 +408,110 @@ fn force_keeps_old_results_whole_until_the_new_run_has_started() {
             |s: &[(String, String)]| s.iter().find(|(p, _)| p == name).map(|(_, b)| b.clone());
         assert_eq!(get(&after), get(&before), "{name}");
     }
+}
+
+/// The claims of a written `summary.json`: how many hold, how many in all.
+fn claims_of(dir: &Path) -> (usize, usize) {
+    let text = std::fs::read_to_string(dir.join("summary.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let claims = v["claims"].as_array().expect("summary.json has claims");
+    let hold = claims.iter().filter(|c| c["pass"] == true).count();
+    (hold, claims.len())
+}
+
+#[test]
+fn reproduce_exits_0_once_written_and_3_with_strict_when_a_claim_fails() {
+    let dir = TempDir(std::env::temp_dir().join(format!("wflora-cli-exit-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let out = dir.0.join("fig2");
+    let out_s = out.to_str().unwrap();
+    let args = |extra: &[&'static str]| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "reproduce",
+            "fig2",
+            "--profile",
+            "quick",
+            "--force",
+            "--out",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        a.push(out_s.to_owned());
+        a.extend(extra.iter().map(|s| (*s).to_owned()));
+        a
+    };
+    let run = |extra: &[&'static str]| {
+        let a = args(extra);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        wflora_in(&dir.0, &a)
+    };
+
+    // Without --strict: 0, whatever the claims, and the last line tallies
+    // the claims summary.json holds.
+    let (status, stdout, stderr) = run(&["--seeds", "1", "--rounds", "2"]);
+    assert_eq!(status.code(), Some(0), "{stdout}\n{stderr}");
+    let (hold, total) = claims_of(&out);
+    assert!(total > 0);
+    let last = stdout.lines().last().unwrap_or_default();
+    if hold == total {
+        assert!(
+            last.starts_with("fig2: all ") || last.starts_with("fig2: the 1 claim"),
+            "{last}"
+        );
+    } else {
+        assert!(
+            last.starts_with(&format!(
+                "fig2: {hold} of {total} claims hold; the {} ",
+                total - hold
+            )) && last.contains("docs/figures.md#fig2"),
+            "{last}"
+        );
+    }
+    assert!(
+        last.ends_with("(quick profile: a smoke run, not results)"),
+        "{last}"
+    );
+    assert!(stdout.starts_with("quick profile: a smoke run"), "{stdout}");
+    // --seeds and --rounds reached the runs.
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["tsfa_base"]["federation"]["rounds"], 2, "{config}");
+
+    // With --strict: 3 exactly when a claim does not hold.
+    let (status, stdout, stderr) = run(&["--seeds", "1", "--rounds", "2", "--strict"]);
+    let (hold, total) = claims_of(&out);
+    let expected = if hold == total { 0 } else { 3 };
+    assert_eq!(status.code(), Some(expected), "{stdout}\n{stderr}");
+
+    // A bad --set is an error (1) naming the key, before anything runs.
+    let (status, _, stderr) = run(&["--set", "federation.no_such_key=1"]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no_such_key"), "{stderr}");
+    // Bad arguments are 2.
+    let (status, _, stderr) = run(&["--seeds", "0"]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+}
+
+#[test]
+fn run_takes_the_file_as_an_argument_or_with_config_and_refuses_resume_with_force() {
+    let dir = TempDir(std::env::temp_dir().join(format!("wflora-cli-run-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let cfg = dir.0.join("three.toml");
+    // A partial configuration: three lines over the embedded default.
+    std::fs::write(&cfg, "name = \"three\"\n[federation]\nclients = 0\n").unwrap();
+    let cfg_s = cfg.to_str().unwrap();
+    for args in [vec!["run", cfg_s], vec!["run", "--config", cfg_s]] {
+        let (status, _, stderr) = wflora_in(&dir.0, &args);
+        // The file was read (positionally or with --config): its bad value is named.
+        assert_eq!(status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("three.toml") && stderr.contains("clients"),
+            "{args:?}: {stderr}"
+        );
+    }
+    let (status, _, stderr) = wflora_in(&dir.0, &["run", cfg_s, "--resume", "--force"]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    let (status, _, stderr) = wflora_in(&dir.0, &["run", cfg_s, "--config", cfg_s]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
 }

@@ -352,10 +352,14 @@ fn wflora_run_refuses_absurd_sizes_with_an_error_not_an_abort() {
         assert!(default.contains(from));
         let path = dir.join(name);
         std::fs::write(&path, default.replacen(from, to, 1)).unwrap();
-        let err =
-            wflora_experiments::cli::run(&path, Some(&dir.join("out")), wflora_fed::Start::Fresh)
-                .unwrap_err()
-                .to_string();
+        let err = wflora_experiments::cli::run(
+            &path,
+            &[],
+            Some(&dir.join("out")),
+            wflora_fed::Start::Fresh,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains(field) && err.contains(name), "{name}: {err}");
     }
     let _ = std::fs::remove_dir_all(&dir);

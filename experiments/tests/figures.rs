@@ -14,6 +14,8 @@ fn fig2_quick_writes_everything_and_resumes_to_the_same_numbers() {
         out: dir.clone(),
         resume,
         force,
+        config: Default::default(),
+        plot: Default::default(),
     };
     let fig = find("fig2").unwrap();
     let first = (fig.run)(&opts(false, false)).unwrap();
@@ -84,6 +86,8 @@ fn so3_quick_writes_everything_resumes_and_refuses_other_profiles() {
         out: dir.clone(),
         resume,
         force: false,
+        config: Default::default(),
+        plot: Default::default(),
     };
     let fig = find("so3").unwrap();
     let first = (fig.run)(&opts(Profile::Quick, false)).unwrap();

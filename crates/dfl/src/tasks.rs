@@ -154,6 +154,20 @@ impl MultiTask {
     /// Configuration, data or pre-training errors; a pre-trained weights
     /// file (`backbone.weights`) is not supported here yet.
     pub fn build(cfg: &DflConfig) -> Result<Self, DflError> {
+        Self::build_with_progress(cfg, &mut |_| {})
+    }
+
+    /// As [`MultiTask::build`], telling `on_pretrain` about the backbone's
+    /// pre-training ([`Task::build_with_progress`]; not called for text
+    /// tasks). The callback only observes: the tasks are the same as
+    /// [`MultiTask::build`]'s.
+    ///
+    /// # Errors
+    /// As [`MultiTask::build`].
+    pub fn build_with_progress(
+        cfg: &DflConfig,
+        on_pretrain: &mut dyn FnMut(&wflora_lora::PretrainProgress<'_>),
+    ) -> Result<Self, DflError> {
         cfg.validate()?;
         if let Some(text) = &cfg.text {
             return Self::build_text(cfg, text);
@@ -181,7 +195,7 @@ impl MultiTask {
                 ));
             }
         }
-        let task = Task::build(b)?;
+        let task = Task::build_with_progress(b, on_pretrain)?;
         // Deal each class's images among the tasks that claim it.
         let mut per_task: Vec<Vec<usize>> = vec![Vec::new(); cfg.tasks.len()];
         for class in 0..all.num_classes() as u32 {

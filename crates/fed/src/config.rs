@@ -203,7 +203,7 @@ pub mod strict {
     }
 
     /// The variants of [`OptimizerKind`] as written in a configuration.
-    const OPTIMIZERS: &[&str] = &["adam_w", "sgd"];
+    pub(crate) const OPTIMIZERS: &[&str] = &["adam_w", "sgd"];
 
     /// [`OptimizerKind::Sgd`]'s table.
     #[derive(Deserialize)]
@@ -278,6 +278,273 @@ pub mod strict {
             OptimizerKind::Sgd { .. } => OPTIMIZERS[1],
         }
     }
+}
+
+pub mod commented;
+pub mod layers;
+
+/// What each key of a run configuration means, one line each, for the
+/// comments of [`RunConfig::to_commented_toml`] (`experiments/tests/config_tables.rs`
+/// checks that every key of every shipped configuration has one).
+const KEY_DOCS: &[(&str, &str)] = &[
+    (
+        "name",
+        "A label for the run (outputs, the default output directory results/runs/NAME).",
+    ),
+    (
+        "seed",
+        "Run seed: partition, initialisation, client sampling, batches, channel.",
+    ),
+    ("task", "Data and backbone."),
+    ("task.dataset", "Where the images come from."),
+    (
+        "task.dataset.kind",
+        "embedded_fashion_mnist | idx | idx_split | cifar.",
+    ),
+    ("task.dataset.images", "IDX images file (gzip or raw)."),
+    ("task.dataset.labels", "IDX labels file."),
+    (
+        "task.dataset.num_classes",
+        "Number of classes of the labels.",
+    ),
+    ("task.dataset.train_images", "IDX training images file."),
+    ("task.dataset.train_labels", "IDX training labels file."),
+    (
+        "task.dataset.test_images",
+        "IDX test images file (the held-out set).",
+    ),
+    ("task.dataset.test_labels", "IDX test labels file."),
+    (
+        "task.dataset.train",
+        "CIFAR binary training files, read in order.",
+    ),
+    (
+        "task.dataset.test",
+        "CIFAR binary test file (the held-out set).",
+    ),
+    (
+        "task.dataset.format",
+        "Cifar10 | Cifar100Coarse | Cifar100Fine.",
+    ),
+    (
+        "task.source_classes",
+        "Classes the backbone is pre-trained on (never fine-tuned on).",
+    ),
+    (
+        "task.target_classes",
+        "Classes of the fine-tuning task, relabelled 0.. in this order.",
+    ),
+    (
+        "task.test_fraction",
+        "Share of the target images held out for testing (stratified).",
+    ),
+    ("task.preset", "Backbone preset: tiny | vit-s14 | vit-b16."),
+    (
+        "task.image_size",
+        "Input side length fed to the model (images are resized to it).",
+    ),
+    (
+        "task.cache_dir",
+        "Directory of the pre-trained backbone cache.",
+    ),
+    (
+        "task.seed",
+        "Seed of the task (split, pre-training), apart from the run seed.",
+    ),
+    (
+        "task.train_limit",
+        "At most this many fine-tuning images (class-stratified; absent: all).",
+    ),
+    (
+        "task.test_limit",
+        "At most this many test images (class-stratified; absent: all).",
+    ),
+    (
+        "task.pretrain",
+        "Backbone pre-training on the source classes (AdamW, warm-up, cosine).",
+    ),
+    ("task.pretrain.steps", "Optimiser steps."),
+    ("task.pretrain.batch_size", "Images per step."),
+    ("task.pretrain.lr", "Peak learning rate."),
+    ("task.pretrain.weight_decay", "Decoupled weight decay."),
+    (
+        "task.pretrain.warmup_steps",
+        "Linear warm-up steps (at most steps).",
+    ),
+    (
+        "task.pretrain.source_classes",
+        "Classes of the source task (0 with a weights file).",
+    ),
+    (
+        "task.weights",
+        "A pre-trained backbone file instead of pre-training (source_classes empty).",
+    ),
+    ("task.weights.path", "The safetensors file."),
+    (
+        "task.weights.format",
+        "canonical | hf_vit | hf_dinov2 (the tensor naming).",
+    ),
+    (
+        "task.weights.mean",
+        "Per-channel input mean the backbone was trained with.",
+    ),
+    ("task.weights.std", "Per-channel input standard deviation."),
+    ("model", "Model and LoRA."),
+    ("model.mode", "lora | head_only."),
+    ("model.rank", "LoRA rank r."),
+    ("model.alpha", "LoRA alpha (the adapter is (alpha/r) B A)."),
+    (
+        "model.targets",
+        "Adapted matrices of every block: q, k, v, o, fc1, fc2.",
+    ),
+    (
+        "model.zeta",
+        "Orthogonality regulariser weight (SOFT's; the baselines use 0).",
+    ),
+    ("model.regulariser", "plain | scale_invariant."),
+    ("local", "Local training of a client in a round."),
+    ("local.steps", "Local steps E per round."),
+    ("local.batch_size", "Mini-batch size."),
+    (
+        "local.optimizer",
+        "Optimiser, one of [local.optimizer.adam_w] and [local.optimizer.sgd] (state reset every round).",
+    ),
+    ("local.optimizer.adam_w", "AdamW."),
+    ("local.optimizer.adam_w.lr", "Learning rate."),
+    ("local.optimizer.adam_w.beta1", "First-moment decay."),
+    ("local.optimizer.adam_w.beta2", "Second-moment decay."),
+    ("local.optimizer.adam_w.eps", "Denominator guard."),
+    (
+        "local.optimizer.adam_w.weight_decay",
+        "Decoupled weight decay.",
+    ),
+    ("local.optimizer.sgd", "Plain SGD."),
+    ("local.optimizer.sgd.lr", "Learning rate."),
+    ("federation", "The federation."),
+    ("federation.clients", "Number of clients K."),
+    (
+        "federation.clients_per_round",
+        "Clients sampled per round (uniformly, without replacement).",
+    ),
+    ("federation.rounds", "Rounds T."),
+    (
+        "federation.eval_every",
+        "Evaluate on the test set every this many rounds (and after the last).",
+    ),
+    (
+        "federation.local_only",
+        "Local-only baseline: clients never communicate.",
+    ),
+    ("federation.workers", "Client models trained at once."),
+    (
+        "federation.partition",
+        "How the fine-tuning pool is split among the clients.",
+    ),
+    ("federation.partition.kind", "iid | dirichlet | shards."),
+    (
+        "federation.partition.alpha",
+        "Dirichlet concentration (small: skewed; large: near IID).",
+    ),
+    ("federation.partition.min_size", "Least images per client."),
+    (
+        "federation.partition.max_attempts",
+        "Most Dirichlet draws to meet min_size.",
+    ),
+    (
+        "federation.partition.shards_per_client",
+        "Label-sorted shards per client.",
+    ),
+    ("compression", "Compression of the uploads."),
+    (
+        "compression.method",
+        "soft | soft_delta | slora | tlora | rlora | ilora (ilora sends everything).",
+    ),
+    (
+        "compression.rho",
+        "Kept ratio rho in (0, 1] of the fixed-ratio policies.",
+    ),
+    (
+        "compression.error_feedback",
+        "Error feedback of what a client did not send.",
+    ),
+    ("wireless", "The wireless uplink."),
+    (
+        "wireless.flops_per_cycle",
+        "FLOPs a client CPU retires per cycle (16: a 256-bit FMA unit in f32).",
+    ),
+    ("wireless.channel", "Cell, powers, bandwidth, clocks."),
+    (
+        "wireless.channel.bandwidth_hz",
+        "Total uplink bandwidth W_tot (Hz).",
+    ),
+    (
+        "wireless.channel.tx_power_dbm",
+        "Transmit power of every client (dBm).",
+    ),
+    (
+        "wireless.channel.noise_psd_dbm_per_hz",
+        "Noise power spectral density N0 (dBm/Hz).",
+    ),
+    (
+        "wireless.channel.cell_radius_m",
+        "Radius of the cell disc (m).",
+    ),
+    (
+        "wireless.channel.min_distance_m",
+        "Least client to base-station distance (m).",
+    ),
+    (
+        "wireless.channel.cpu_freq_min_hz",
+        "Lower end of the uniform CPU clock distribution (Hz).",
+    ),
+    (
+        "wireless.channel.cpu_freq_max_hz",
+        "Upper end of the uniform CPU clock distribution (Hz).",
+    ),
+    (
+        "wireless.channel.bits_per_value",
+        "Bits per transmitted value.",
+    ),
+    (
+        "wireless.channel.kappa",
+        "Effective switched capacitance (J/(cycle Hz^2)) of the compute energy.",
+    ),
+    (
+        "wireless.allocation",
+        "Bandwidth (and, for TSFA, ratio) allocation per round.",
+    ),
+    (
+        "wireless.allocation.kind",
+        "equal_bandwidth | equalising | drift_plus_penalty (TSFA) | myopic.",
+    ),
+    (
+        "wireless.allocation.v",
+        "Penalty weight V >= 0 of drift-plus-penalty.",
+    ),
+    (
+        "wireless.allocation.budget_rel",
+        "Latency budget as a share of ILoRA's round latency.",
+    ),
+    ("wireless.allocation.mode", "per_client | tied ratios."),
+    (
+        "wireless.allocation.m_min",
+        "Least kept components of a participant (1..=model.rank).",
+    ),
+    (
+        "wireless.allocation.penalty",
+        "dropped_energy | bound_factor.",
+    ),
+    (
+        "wireless.allocation.budget_rank",
+        "The rank at which ILoRA's round latency is taken (absent: model.rank).",
+    ),
+];
+
+/// The one-line comment of the key at the dotted `path` of a run
+/// configuration (`wireless.channel.kappa`), if it has one.
+#[must_use]
+pub fn key_doc(path: &str) -> Option<&'static str> {
+    KEY_DOCS.iter().find(|(k, _)| *k == path).map(|&(_, d)| d)
 }
 
 /// Field readers for `#[serde(deserialize_with = "…")]`: each reads the
@@ -533,7 +800,7 @@ pub struct ModelSettings {
     pub alpha: f64,
     /// Adapted matrices in every block.
     pub targets: Vec<LoraTarget>,
-    /// Orthogonality regulariser weight `ζ` (METHOD §1).
+    /// Orthogonality regulariser weight `ζ` (docs/method.md §1).
     pub zeta: f64,
     /// Plain (as written in the paper) or scale-invariant regulariser.
     pub regulariser: RegulariserKind,
@@ -594,7 +861,7 @@ pub struct FederationSettings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CompressionSettings {
-    /// The sparsifier (METHOD §2).
+    /// The sparsifier (docs/method.md §2).
     pub method: MethodKind,
     /// Ratio `ρ ∈ (0, 1]` for the fixed-ratio policies (ILoRA always sends everything).
     pub rho: f64,
@@ -602,7 +869,7 @@ pub struct CompressionSettings {
     pub error_feedback: bool,
 }
 
-/// The sparsification penalty `D_k(m)` of TSFA's online stage (METHOD §5).
+/// The sparsification penalty `D_k(m)` of TSFA's online stage (docs/method.md §5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PenaltyKind {
@@ -623,7 +890,7 @@ pub enum PenaltyKind {
 /// where `T_ILoRA` is the round latency of ILoRA (all `r` components) with
 /// every client taking part, equal bandwidth shares `1/K`, at the mean
 /// channel (`|h|² = 1`), computed once when the simulation is built
-/// (METHOD §3, last bullet; see [`crate::tsfa::LatencyModel`]).
+/// (docs/method.md §3, last bullet; see [`crate::tsfa::LatencyModel`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum AllocationSettings {
@@ -634,7 +901,7 @@ pub enum AllocationSettings {
     #[serde(deserialize_with = "strict::no_fields")]
     Equalising,
     /// TSFA's online stage: Lyapunov drift-plus-penalty with the virtual
-    /// latency queue (METHOD §5); `compression.rho` is not used.
+    /// latency queue (docs/method.md §5); `compression.rho` is not used.
     DriftPlusPenalty {
         /// Penalty weight `V >= 0` (the `O(1/V)` / `O(V)` trade-off).
         v: f64,
@@ -749,7 +1016,7 @@ pub struct WirelessSettings {
     #[serde(deserialize_with = "de_allocation")]
     pub allocation: AllocationSettings,
     /// FLOPs a client CPU retires per cycle (turns the model's FLOPs per
-    /// sample into the cycles per sample `c(r)` of METHOD §3; 16 is a
+    /// sample into the cycles per sample `c(r)` of docs/method.md §3; 16 is a
     /// 256-bit FMA unit in f32: our choice).
     pub flops_per_cycle: f64,
 }
@@ -861,14 +1128,78 @@ impl RunConfig {
         }
     }
 
-    /// Parses TOML, naming the file in errors.
+    /// Reads the configuration file `file` (the text `text`) over its
+    /// base ([`layers`]: the keys it gives over `base`, the embedded
+    /// default when it names none) and validates it.
     ///
     /// # Errors
-    /// [`FedError::Config`] with the parser's message (which names the field).
+    /// [`FedError::ConfigSource`] naming the file and the key path (not
+    /// TOML, an unknown key, a wrong type); [`FedError::Config`] naming the
+    /// field and the file for a bad value.
     pub fn from_toml(text: &str, file: &str) -> Result<Self, FedError> {
-        let cfg: Self = toml::from_str(text).map_err(|e| FedError::config(file, e.to_string()))?;
+        Self::from_toml_with(text, file, &[])
+    }
+
+    /// As [`RunConfig::from_toml`] with `--set` overrides on top of the file.
+    ///
+    /// # Errors
+    /// As [`RunConfig::from_toml`]; a bad override is named.
+    pub fn from_toml_with(
+        text: &str,
+        file: &str,
+        overrides: &[layers::Override],
+    ) -> Result<Self, FedError> {
+        let cfg: Self = layers::from_text(
+            &Self::embedded_default(),
+            text,
+            std::path::Path::new(file),
+            overrides,
+        )?;
         cfg.validate().map_err(|e| in_file(e, file))?;
         Ok(cfg)
+    }
+
+    /// Reads the configuration file `file` as [`RunConfig::from_toml_with`]
+    /// does.
+    ///
+    /// # Errors
+    /// As [`RunConfig::from_toml_with`]; an unreadable file is named
+    /// (`file PATH: cannot read it: …`).
+    pub fn load(file: &std::path::Path, overrides: &[layers::Override]) -> Result<Self, FedError> {
+        let cfg: Self = layers::load(&Self::embedded_default(), file, overrides)?;
+        cfg.validate()
+            .map_err(|e| in_file(e, &file.display().to_string()))?;
+        Ok(cfg)
+    }
+
+    /// This configuration with `overrides` on top (`origin` names it in
+    /// messages), not validated.
+    ///
+    /// # Errors
+    /// An unknown key or a wrong type, naming the override.
+    pub fn with_overrides(
+        &self,
+        origin: &str,
+        overrides: &[layers::Override],
+    ) -> Result<Self, FedError> {
+        if overrides.is_empty() {
+            return Ok(self.clone());
+        }
+        layers::apply(self, origin, overrides)
+    }
+
+    /// The configuration as commented TOML (`wflora default-config`): the
+    /// lines of `header` first, a comment above every key ([`key_doc`]),
+    /// readable floats; it reads back to `self`.
+    ///
+    /// # Errors
+    /// A value TOML cannot hold (a seed above `i64::MAX`).
+    pub fn to_commented_toml(&self, header: &str) -> Result<String, FedError> {
+        let table = toml::Table::try_from(self).map_err(|e| FedError::ConfigSource {
+            origin: "the configuration".into(),
+            reason: format!("cannot be written as TOML: {e}"),
+        })?;
+        Ok(commented::write(&table, header, &key_doc))
     }
 
     /// Checks every value, naming the first bad field.

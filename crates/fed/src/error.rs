@@ -12,6 +12,15 @@ pub enum FedError {
         /// What was expected.
         reason: String,
     },
+    /// A configuration file, or a `--set` override, that cannot be read as
+    /// one: unreadable, not TOML, an unknown key, a value of the wrong type.
+    #[error("{origin}: {reason}")]
+    ConfigSource {
+        /// Where it came from: `file PATH` or `--set KEY=VALUE`.
+        origin: String,
+        /// What is wrong, with the key path where there is one.
+        reason: String,
+    },
     /// From the model crate.
     #[error(transparent)]
     Model(#[from] wflora_lora::LoraError),

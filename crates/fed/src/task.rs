@@ -1,7 +1,7 @@
 //! The learning task of a run: a pre-trained backbone and the fine-tuning
 //! data (train pool to partition among clients, held-out test set).
 //!
-//! The embedded default (METHOD §6b, our choice of data): the Fashion-MNIST
+//! The embedded default (docs/method.md §6b, our choice of data): the Fashion-MNIST
 //! test split shipped in `wflora-data` is cut by class. The backbone is
 //! pre-trained from scratch on the *source* classes (0–4 by default: T-shirt,
 //! trouser, pullover, dress, coat) and fine-tuned on the *target* classes
@@ -494,6 +494,21 @@ impl Task {
     /// # Errors
     /// Invalid configuration, unreadable data, or a pre-training failure.
     pub fn build(cfg: &TaskConfig) -> Result<Self, FedError> {
+        Self::build_with_progress(cfg, &mut |_| {})
+    }
+
+    /// As [`Task::build`], telling `on_pretrain` about the pre-training (a
+    /// cache hit, or every step of the training:
+    /// [`wflora_lora::cached_pretrain_with_progress`]); not called where
+    /// the backbone is read from `task.weights`. The callback only
+    /// observes: the task is the same as [`Task::build`]'s.
+    ///
+    /// # Errors
+    /// As [`Task::build`].
+    pub fn build_with_progress(
+        cfg: &TaskConfig,
+        on_pretrain: &mut dyn FnMut(&wflora_lora::PretrainProgress<'_>),
+    ) -> Result<Self, FedError> {
         cfg.validate()?;
         if cfg.weights.is_some() {
             return Self::build_pretrained(cfg);
@@ -522,12 +537,13 @@ impl Task {
             source.width(),
         ];
         let batch = Batch::new(source.images(), source.labels(), shape)?;
-        let cached = wflora_lora::cached_pretrain(
+        let cached = wflora_lora::cached_pretrain_with_progress(
             &cfg.cache_dir,
             &vit,
             &batch,
             &cfg.pretrain,
             crate::seed::derive(seed, crate::seed::Stream::Pretrain, 0, 0),
+            on_pretrain,
         )?;
         Ok(Self {
             vit,

@@ -258,3 +258,260 @@ fn unit_variants_and_the_optimiser_take_no_unknown_key() {
         "sgd"
     );
 }
+
+/// A scratch directory, removed when dropped.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Self {
+        let d = std::env::temp_dir().join(format!("wflora-layers-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Self(d)
+    }
+    fn write(&self, name: &str, text: &str) -> std::path::PathBuf {
+        let p = self.0.join(name);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn set(s: &str) -> Override {
+    s.parse().unwrap()
+}
+
+use wflora_fed::config::layers::Override;
+
+#[test]
+fn a_partial_config_is_completed_from_the_embedded_default() {
+    let text = "name = \"small\"\n[federation]\nclients = 20\nclients_per_round = 5\n";
+    let cfg = RunConfig::from_toml(text, "small.toml").unwrap();
+    let mut want = RunConfig::embedded_default();
+    want.name = "small".into();
+    want.federation.clients = 20;
+    want.federation.clients_per_round = 5;
+    assert_eq!(cfg, want);
+    // `base = "default"` says the same.
+    let named = format!("base = \"default\"\n{text}");
+    assert_eq!(RunConfig::from_toml(&named, "small.toml").unwrap(), want);
+    // An empty file is the default.
+    assert_eq!(
+        RunConfig::from_toml("", "empty.toml").unwrap(),
+        RunConfig::embedded_default()
+    );
+}
+
+#[test]
+fn a_base_file_is_read_relative_to_the_file_that_names_it() {
+    let dir = Scratch::new("base");
+    dir.write(
+        "shipped/tsfa-like.toml",
+        "name = \"tsfa-like\"\n[wireless.channel]\nbandwidth_hz = 1e6\n\
+         [wireless.allocation]\nkind = \"drift_plus_penalty\"\nv = 0.1\nbudget_rel = 0.6\nm_min = 1\n",
+    );
+    let mine = dir.write(
+        "mine/run.toml",
+        "base = \"../shipped/tsfa-like.toml\"\nname = \"mine\"\n[wireless.allocation]\nv = 1.0\n",
+    );
+    let cfg = RunConfig::load(&mine, &[]).unwrap();
+    assert_eq!(cfg.name, "mine");
+    assert_eq!(cfg.wireless.channel.bandwidth_hz, 1e6);
+    assert!(
+        matches!(
+            cfg.wireless.allocation,
+            wflora_fed::AllocationSettings::DriftPlusPenalty { v, budget_rel, m_min: 1, .. }
+                if v == 1.0 && budget_rel == 0.6
+        ),
+        "{:?}",
+        cfg.wireless.allocation
+    );
+    // Switching the kind back replaces the table: drift-plus-penalty's keys
+    // do not linger under `equalising`.
+    let back = dir.write(
+        "mine/back.toml",
+        "base = \"run.toml\"\n[wireless.allocation]\nkind = \"equalising\"\n",
+    );
+    let cfg = RunConfig::load(&back, &[]).unwrap();
+    assert_eq!(
+        cfg.wireless.allocation,
+        wflora_fed::AllocationSettings::Equalising
+    );
+    // A missing base and a cycle name the file and the key.
+    let missing = dir.write("mine/missing.toml", "base = \"nope.toml\"\n");
+    let err = RunConfig::load(&missing, &[]).unwrap_err().to_string();
+    assert!(
+        err.contains("missing.toml") && err.contains("`base`") && err.contains("nope.toml"),
+        "{err}"
+    );
+    let a = dir.write("mine/a.toml", "base = \"b.toml\"\n");
+    dir.write("mine/b.toml", "base = \"a.toml\"\n");
+    let err = RunConfig::load(&a, &[]).unwrap_err().to_string();
+    assert!(err.contains("cycle"), "{err}");
+    let err = RunConfig::from_toml("base = 3", "three.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("file three.toml") && err.contains("`base`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn overrides_of_every_value_type_apply_over_the_file() {
+    let text = "[federation]\nclients = 20\nclients_per_round = 20\n";
+    let cfg = RunConfig::from_toml_with(
+        text,
+        "run.toml",
+        &[
+            set("local.optimizer.adam_w.lr=3e-4"),
+            set("federation.clients_per_round=5"),
+            set("federation.local_only=true"),
+            set("compression.method=slora"),
+            set("name=\"with space\""),
+            set("model.targets=[\"q\", \"k\", \"v\"]"),
+            set("federation.partition={ kind = \"iid\" }"),
+        ],
+    )
+    .unwrap();
+    let wflora_lora::OptimizerKind::AdamW(adam) = cfg.local.optimizer else {
+        panic!("{:?}", cfg.local.optimizer)
+    };
+    assert_eq!(adam.lr, 3e-4);
+    assert_eq!(adam.beta2, 0.999, "the other AdamW keys stay");
+    assert_eq!(cfg.federation.clients, 20, "the file's value stays");
+    assert_eq!(cfg.federation.clients_per_round, 5);
+    assert!(cfg.federation.local_only);
+    assert_eq!(cfg.compression.method, wflora_soft::MethodKind::SLora);
+    assert_eq!(cfg.name, "with space");
+    assert_eq!(cfg.model.targets.len(), 3);
+    assert_eq!(cfg.federation.partition, wflora_data::Scheme::Iid);
+    // Another optimiser replaces AdamW; the last --set of a key wins.
+    let cfg = RunConfig::from_toml_with(
+        "",
+        "run.toml",
+        &[
+            set("local.optimizer.sgd.lr=0.1"),
+            set("local.optimizer.sgd.lr=0.05"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        cfg.local.optimizer,
+        wflora_lora::OptimizerKind::Sgd { lr: 0.05 }
+    );
+    // A kind switched by --set takes its keys from --set, in any order.
+    let cfg = RunConfig::from_toml_with(
+        "",
+        "run.toml",
+        &[
+            set("wireless.allocation.budget_rel=0.6"),
+            set("wireless.allocation.kind=myopic"),
+            set("wireless.allocation.m_min=2"),
+        ],
+    )
+    .unwrap();
+    assert!(matches!(
+        cfg.wireless.allocation,
+        wflora_fed::AllocationSettings::Myopic { m_min: 2, .. }
+    ));
+}
+
+#[test]
+fn unknown_keys_and_wrong_types_name_the_key_and_where_they_came_from() {
+    let err = RunConfig::from_toml("[federation]\nclientz = 3\n", "dir/run.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("file dir/run.toml: ")
+            && err.contains("`federation.clientz`")
+            && err.contains("`clients_per_round`"),
+        "{err}"
+    );
+    let err = RunConfig::from_toml_with("", "run.toml", &[set("federation.clientz=3")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("--set federation.clientz=3: ") && err.contains("`federation.clientz`"),
+        "{err}"
+    );
+    let err = RunConfig::from_toml_with("", "run.toml", &[set("train.lr=3e-4")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`train`") && err.contains("`federation`"),
+        "{err}"
+    );
+    // Inside a tagged table too.
+    let err = RunConfig::from_toml_with("", "run.toml", &[set("federation.partition.alpah=0.1")])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("alpah") && err.contains("--set"), "{err}");
+    // A wrong type: what was expected and what was found.
+    let err = RunConfig::from_toml_with("", "run.toml", &[set("federation.clients=many")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`federation.clients`")
+            && err.contains("\"many\"")
+            && err.contains("expected"),
+        "{err}"
+    );
+    let err = RunConfig::from_toml("[model]\nrank = \"8\"\n", "run.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("file run.toml") && err.contains("`model.rank`"),
+        "{err}"
+    );
+    // A table given a plain value by --set.
+    let err = RunConfig::from_toml_with("", "run.toml", &[set("wireless.channel=3")])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`channel` to be a table"), "{err}");
+    // A bad value is still validated, naming the field and the file.
+    let err = RunConfig::from_toml_with("", "run.toml", &[set("federation.clients=0")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("federation.clients") && err.contains("run.toml"),
+        "{err}"
+    );
+    // Not TOML, and a missing file.
+    let err = RunConfig::from_toml("[federation\n", "broken.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("file broken.toml: not valid TOML"), "{err}");
+    let missing = std::env::temp_dir().join("wflora-no-such-config.toml");
+    let err = RunConfig::load(&missing, &[]).unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!("file {}: cannot read it", missing.display())),
+        "{err}"
+    );
+    assert!(!err.contains("config field"), "{err}");
+}
+
+#[test]
+fn the_commented_default_reads_back_and_has_readable_floats() {
+    let cfg = RunConfig::embedded_default();
+    let text = cfg.to_commented_toml("header").unwrap();
+    assert!(text.contains("\nkappa = 1e-28\n"), "{text}");
+    assert!(text.contains("\neps = 1e-8\n"), "{text}");
+    assert!(text.contains("\nrho = 0.25\n"), "{text}");
+    assert!(text.contains("\nbandwidth_hz = 2e7\n"), "{text}");
+    assert!(
+        text.contains("# Number of clients K.\nclients = 10\n"),
+        "{text}"
+    );
+    // Read strictly, as a complete file, and through the layers.
+    assert_eq!(toml::from_str::<RunConfig>(&text).unwrap(), cfg);
+    assert_eq!(RunConfig::from_toml(&text, "default.toml").unwrap(), cfg);
+}

@@ -12,7 +12,7 @@
 //! and a head on the mean token — BERT, loaded from Hugging Face checkpoints
 //! such as all-MiniLM-L6-v2 by [`load_hf_bert`] and checked against a
 //! NumPy implementation (`tests/reference/bert_reference.py`); its inputs
-//! are `u32` token ids ([`Batch::tokens`]). Around it: the orthogonality regulariser of METHOD §1
+//! are `u32` token ids ([`Batch::tokens`]). Around it: the orthogonality regulariser of docs/method.md §1
 //! ([`orthogonality_penalty`], plain and scale-invariant), a client's local
 //! trainer ([`LocalTrainer`]: `E` steps of AdamW or SGD on caller-supplied
 //! mini-batches, cross-entropy + `ζ`·regulariser) and evaluation
@@ -141,8 +141,8 @@ pub use lora_linear::{LoraAdapter, LoraLinear};
 pub use model::{AdapterFactors, HeadParams, VitModel};
 pub use pretrain::{
     CachedBackbone, KIND_PRETRAINED, META_FINAL_LOSS, META_KEY, META_KIND, META_SHA256,
-    PretrainOutcome, PretrainSchedule, cache_checksum, cached_pretrain, pretrain,
-    pretrain_cache_key,
+    PretrainOutcome, PretrainProgress, PretrainSchedule, cache_checksum, cached_pretrain,
+    cached_pretrain_with_progress, pretrain, pretrain_cache_key, pretrain_with_progress,
 };
 pub use regularizer::{NORM_EPS, RegulariserKind, orthogonality_penalty, orthogonality_value};
 pub use train::{

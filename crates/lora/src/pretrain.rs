@@ -106,6 +106,28 @@ pub struct PretrainOutcome {
     pub final_loss: f64,
 }
 
+/// What pre-training reports to the callback of [`pretrain_with_progress`]
+/// and [`cached_pretrain_with_progress`] (for a progress display; it never
+/// changes what is trained).
+#[derive(Clone, Debug, PartialEq)]
+pub enum PretrainProgress<'a> {
+    /// The cache holds this backbone: it is loaded from `path`, nothing is
+    /// trained (reported before the file is read and checked).
+    CacheHit {
+        /// The cache file.
+        path: &'a Path,
+    },
+    /// One optimizer step finished.
+    Step {
+        /// Steps done so far (1 after the first step, `total` after the last).
+        done: usize,
+        /// Steps of the schedule.
+        total: usize,
+        /// Mean task loss of this step's mini-batch.
+        loss: f64,
+    },
+}
+
 /// Trains the whole ViT (every weight plus a source head) from a seeded
 /// random init on `data` and returns the backbone.
 ///
@@ -117,6 +139,22 @@ pub fn pretrain(
     data: &Batch<'_>,
     schedule: &PretrainSchedule,
     seed: u64,
+) -> Result<PretrainOutcome> {
+    pretrain_with_progress(config, data, schedule, seed, &mut |_| {})
+}
+
+/// As [`pretrain`], calling `on_progress` after every step
+/// ([`PretrainProgress::Step`]). The callback only observes: the result is
+/// the same as [`pretrain`]'s.
+///
+/// # Errors
+/// As [`pretrain`].
+pub fn pretrain_with_progress(
+    config: &VitConfig,
+    data: &Batch<'_>,
+    schedule: &PretrainSchedule,
+    seed: u64,
+    on_progress: &mut dyn FnMut(&PretrainProgress<'_>),
 ) -> Result<PretrainOutcome> {
     config.validate()?;
     schedule.validate()?;
@@ -175,6 +213,11 @@ pub fn pretrain(
             tail_sum += up.mean_task_loss;
             tail_n += 1;
         }
+        on_progress(&PretrainProgress::Step {
+            done: step + 1,
+            total: schedule.steps,
+            loss: up.mean_task_loss,
+        });
     }
     Ok(PretrainOutcome {
         backbone: Arc::new(model.current_backbone()?),
@@ -263,14 +306,33 @@ pub fn cached_pretrain(
     schedule: &PretrainSchedule,
     seed: u64,
 ) -> Result<CachedBackbone> {
+    cached_pretrain_with_progress(cache_dir, config, data, schedule, seed, &mut |_| {})
+}
+
+/// As [`cached_pretrain`], telling `on_progress` about a cache hit
+/// ([`PretrainProgress::CacheHit`]) or about every step of a miss's
+/// training ([`pretrain_with_progress`]). The callback only observes: the
+/// result is the same as [`cached_pretrain`]'s.
+///
+/// # Errors
+/// As [`cached_pretrain`].
+pub fn cached_pretrain_with_progress(
+    cache_dir: &Path,
+    config: &VitConfig,
+    data: &Batch<'_>,
+    schedule: &PretrainSchedule,
+    seed: u64,
+    on_progress: &mut dyn FnMut(&PretrainProgress<'_>),
+) -> Result<CachedBackbone> {
     config.validate()?;
     schedule.validate()?;
     let key = pretrain_cache_key(config, data, schedule, seed)?;
     let path = cache_dir.join(format!("pretrain-{}.safetensors", &key[..32]));
     if path.exists() {
+        on_progress(&PretrainProgress::CacheHit { path: &path });
         return load_cached(config, &path, &key);
     }
-    let out = pretrain(config, data, schedule, seed)?;
+    let out = pretrain_with_progress(config, data, schedule, seed, on_progress)?;
     std::fs::create_dir_all(cache_dir).map_err(|source| LoraError::Io {
         path: cache_dir.to_owned(),
         source,

@@ -5,9 +5,9 @@
 
 use super::stats::{mean, min_max};
 use super::{FigureOptions, FigureOutcome, Profile};
-use crate::cli::{CliError, progress};
+use crate::cli::CliError;
+use crate::progress::{Progress, build_task, format_duration};
 use crate::report::{Claim, Manifest, ResultsDir, print_claims};
-use indicatif::ProgressBar;
 use serde::Serialize;
 use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
@@ -27,7 +27,7 @@ pub struct Runner {
     runs_dir: PathBuf,
     resume: bool,
     task: Arc<Task>,
-    bar: ProgressBar,
+    bar: Progress,
     /// Wall clock per engine phase, summed over the runs of this process.
     times: RefCell<PhaseTimes>,
     /// Wall clock inside the runs (phases plus metrics, checkpoints, progress).
@@ -59,9 +59,9 @@ impl Runner {
                 "pre-training the backbone on first use"
             }
         );
-        let task = Arc::new(Task::build(&base.task)?);
+        let task = Arc::new(build_task(&base.task)?);
         begin_results(&dir, opts, fig, base)?;
-        let bar = progress(total_rounds as u64, &format!("{fig} rounds"));
+        let bar = Progress::new(fig, "rounds", total_rounds as u64);
         Ok(Self {
             fig,
             profile: opts.profile,
@@ -113,13 +113,14 @@ impl Runner {
             .set(self.runs_s.get() + clock.elapsed().as_secs_f64());
         self.times.borrow_mut().add(sim.phase_times());
         self.bar.set_position(before + rounds);
-        if self.bar.is_hidden() {
-            // No terminal: one plain line per finished run instead of the bar.
+        if self.bar.is_log() {
+            // No terminal: a line per finished run besides the progress lines.
             eprintln!(
-                "{}: {id} done ({}/{} rounds), final accuracy {:.4}",
+                "{}: {id} done ({}/{} rounds, {} elapsed), final accuracy {:.4}",
                 self.fig,
                 self.bar.position(),
-                self.bar.length().unwrap_or(0),
+                self.bar.length(),
+                format_duration(self.bar.elapsed()),
                 final_accuracy(&records)
             );
         }
@@ -140,7 +141,7 @@ impl Runner {
         self.bar.set_message("offline stage (pilots)".to_owned());
         let plan = wflora_fed::plan_offline(base, self.task.clone(), settings)?;
         self.bar.inc(settings.pilot_rounds_total() as u64);
-        if self.bar.is_hidden() {
+        if self.bar.is_log() {
             eprintln!(
                 "{}: offline stage chose r* = {}, rho(r*) = {:.4} (T̄ = {:.3} s)",
                 self.fig, plan.rank, plan.ratio, plan.budget_s
@@ -348,16 +349,18 @@ pub fn curve_over_seeds(
     (pts, band)
 }
 
-/// The TSFA base of a profile (METHOD §5): the embedded task over a 1 MHz
+/// The TSFA base of a profile (docs/method.md §5): the embedded task over a 1 MHz
 /// band, where the upload rather than the tiny model's computation
 /// dominates a round (at 20 MHz the allocation is bang-bang: every client
 /// sends everything or sits out), drift-plus-penalty with `V = 0.1`,
 /// per-client ratios, `m_min = 1`, `T̄ = 0.6·T_ILoRA` at rank 8. The same
 /// settings as `experiments/configs/tsfa.toml`; fig5–fig7 share them.
+/// `reproduce`'s `--set` and `--rounds` ([`FigureOptions::apply`]) come
+/// last, so they reach the TSFA settings too.
 /// # Errors
-/// As [`base_config`].
-pub fn tsfa_base(p: Profile, name: &str) -> Result<RunConfig, CliError> {
-    let mut cfg = base_config(p)?;
+/// As [`base_config`]; a bad `--set`.
+pub fn tsfa_base(opts: &FigureOptions, name: &str) -> Result<RunConfig, CliError> {
+    let mut cfg = base_config(opts.profile)?;
     cfg.name = name.to_owned();
     cfg.compression.method = wflora_soft::MethodKind::Soft;
     cfg.model.zeta = SOFT_ZETA;
@@ -370,7 +373,7 @@ pub fn tsfa_base(p: Profile, name: &str) -> Result<RunConfig, CliError> {
         penalty: wflora_fed::PenaltyKind::DroppedEnergy,
         budget_rank: Some(8),
     };
-    Ok(cfg)
+    opts.apply(cfg)
 }
 
 /// The offline stage's settings of a profile: candidates `{1, 2, 4, 8, 16}`
@@ -398,7 +401,7 @@ pub fn offline_settings(p: Profile) -> OfflineSettings {
     }
 }
 
-/// The orthogonality weight `ζ` every SOFT run uses (METHOD §1: the
+/// The orthogonality weight `ζ` every SOFT run uses (docs/method.md §1: the
 /// baselines train with `ζ = 0`). Chosen once from fig8's diagnostic by the
 /// rule written there and in docs/figures.md: on the default profile
 /// (seeds 1–3) the rule picked `ζ = 0.1` of `{0, 0.01, 0.1, 1}`.

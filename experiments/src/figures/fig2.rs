@@ -1,4 +1,4 @@
-//! fig2: the convergence bound of METHOD §4 term by term against the LoRA
+//! fig2: the convergence bound of docs/method.md §4 term by term against the LoRA
 //! rank, with TSFA's offline choice `r*`; and the covariance norm of
 //! separate aggregation per round under IID and Dirichlet α ∈ {1, 0.1}
 //! partitions.
@@ -18,7 +18,7 @@ use super::common::{
 use super::stats::{mean, paired, std};
 use super::{FigureOptions, FigureOutcome, Profile};
 use crate::cli::CliError;
-use crate::plot::{LinePlot, Series};
+use crate::plot::{LinePlot, Series, count_of, min_max_band_label};
 use crate::report::Claim;
 use wflora_data::Scheme;
 use wflora_fed::RoundRecord;
@@ -61,14 +61,14 @@ fn mean_covariance(records: &[RoundRecord]) -> f64 {
 /// Configuration, run, fit, selection or I/O errors.
 pub fn run(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
     let p = opts.profile;
-    let tsfa = tsfa_base(p, "fig2")?;
+    let tsfa = tsfa_base(opts, "fig2")?;
     let settings = offline_settings(p);
-    let mut cov_base = base_config(p)?;
+    let mut cov_base = opts.apply(base_config(p)?)?;
     cov_base.name = "fig2-covariance".into();
     cov_base.compression.method = MethodKind::ILora;
     cov_base.model.zeta = 0.0;
     cov_base.federation.rounds = covariance_rounds(p);
-    let seeds = seeds(p);
+    let seeds = opts.seeds(seeds(p));
     let pilots = settings.pilot_rounds_total();
     let parts = partitions();
     let total = pilots + parts.len() * seeds.len() * cov_base.federation.rounds;
@@ -168,7 +168,7 @@ pub fn run(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
     ];
     LinePlot {
         title: format!(
-            "fig2: bound terms vs rank (T̄ = {:.2} s, {})",
+            "bound terms vs rank (T̄ = {:.2} s, {})",
             plan.budget_s,
             p.name()
         ),
@@ -177,8 +177,9 @@ pub fn run(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
         log_x: true,
         log_y: true,
         series,
+        band_label: None,
     }
-    .write(runner.dir().path(), "fig2")?;
+    .write(runner.dir().path(), "fig2", &opts.plot)?;
     let cov_series = parts
         .iter()
         .zip(&results)
@@ -191,8 +192,8 @@ pub fn run(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
         .collect();
     LinePlot {
         title: format!(
-            "fig2: covariance of separate aggregation per round (ILoRA, {} seeds, {})",
-            seeds.len(),
+            "covariance of separate aggregation per round (ILoRA, {}, {})",
+            count_of(seeds.len(), "seed"),
             p.name()
         ),
         x_label: "round".into(),
@@ -200,8 +201,9 @@ pub fn run(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
         log_x: false,
         log_y: false,
         series: cov_series,
+        band_label: Some(min_max_band_label(seeds.len())),
     }
-    .write(runner.dir().path(), "fig2_covariance")?;
+    .write(runner.dir().path(), "fig2_covariance", &opts.plot)?;
 
     let mut summary = serde_json::Map::new();
     summary.insert("rank_star".into(), plan.rank.into());

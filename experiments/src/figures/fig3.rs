@@ -1,6 +1,6 @@
 //! fig3: test accuracy vs round for ILoRA, SOFT, SLoRA, TLoRA and RLoRA at
-//! the same ratio ρ on non-IID clients (METHOD §7), with the two sanity
-//! conditions of METHOD §6b (ILoRA clearly above head-only; federated ILoRA
+//! the same ratio ρ on non-IID clients (docs/method.md §7), with the two sanity
+//! conditions of docs/method.md §6b (ILoRA clearly above head-only; federated ILoRA
 //! above local-only training) checked before the paper's claim.
 //!
 //! Every arm runs with the same seeds, so partitions, initialisations and
@@ -11,9 +11,9 @@ use super::common::{
     seeds,
 };
 use super::stats::{Paired, mean, paired, paired_json, std};
-use super::{FigureOptions, FigureOutcome, Profile};
+use super::{FigureOptions, FigureOutcome};
 use crate::cli::CliError;
-use crate::plot::{LinePlot, Series};
+use crate::plot::{LinePlot, Series, count_of, min_max_band_label};
 use crate::report::Claim;
 use serde::Serialize;
 use wflora_fed::{RoundRecord, RunConfig, TrainMode};
@@ -82,12 +82,13 @@ const ARMS: [Arm; 7] = [
 ];
 
 /// The base configuration and seeds of a profile. Learning rate, local
-/// steps and non-IID level were fixed on ILoRA alone (METHOD §6b) and are
+/// steps and non-IID level were fixed on ILoRA alone (docs/method.md §6b) and are
 /// the same for every arm; see docs/figures.md.
-fn profile(p: Profile) -> Result<(RunConfig, Vec<u64>), CliError> {
-    let mut cfg = base_config(p)?;
+fn profile(opts: &FigureOptions) -> Result<(RunConfig, Vec<u64>), CliError> {
+    let p = opts.profile;
+    let mut cfg = opts.apply(base_config(p)?)?;
     cfg.name = "fig3".into();
-    Ok((cfg, seeds(p)))
+    Ok((cfg, opts.seeds(seeds(p))))
 }
 
 fn arm_config(base: &RunConfig, arm: &Arm, seed: u64) -> RunConfig {
@@ -98,7 +99,7 @@ fn arm_config(base: &RunConfig, arm: &Arm, seed: u64) -> RunConfig {
     c.model.mode = arm.mode;
     c.federation.local_only = arm.local_only;
     // The orthogonality regulariser is SOFT's change to training; the
-    // baselines train without it (METHOD §1).
+    // baselines train without it (docs/method.md §1).
     c.model.zeta = if arm.method == MethodKind::Soft {
         SOFT_ZETA
     } else {
@@ -122,7 +123,7 @@ struct ArmSummary {
 /// # Errors
 /// Configuration, run or I/O errors.
 pub fn run(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
-    let (base, seeds) = profile(opts.profile)?;
+    let (base, seeds) = profile(opts)?;
     let total = ARMS.len() * seeds.len() * base.federation.rounds;
     let runner = Runner::start("fig3", opts, &base, total)?;
     let mut results: Vec<Vec<Vec<RoundRecord>>> = Vec::new();
@@ -239,8 +240,8 @@ pub fn run(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
     let rho = base.compression.rho;
     LinePlot {
         title: format!(
-            "fig3: test accuracy vs round (ρ = {rho}, {} seeds, {})",
-            seeds.len(),
+            "test accuracy vs round (ρ = {rho}, {}, {})",
+            count_of(seeds.len(), "seed"),
             opts.profile.name()
         ),
         x_label: "round".into(),
@@ -248,8 +249,9 @@ pub fn run(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
         log_x: false,
         log_y: false,
         series,
+        band_label: Some(min_max_band_label(seeds.len())),
     }
-    .write(runner.dir().path(), "fig3")?;
+    .write(runner.dir().path(), "fig3", &opts.plot)?;
 
     let diffs: Vec<(String, Paired)> = [
         ("ilora_minus_head_only", d_ilora_head),

@@ -4,7 +4,7 @@
 //! widens.
 //!
 //! Ratios: the rank is 8, so rank-wise methods move in steps of `1/8`; a
-//! ratio below `1/8` (METHOD's 0.05) keeps one component, the same budget
+//! ratio below `1/8` (the 0.05 of docs/method.md §7) keeps one component, the same budget
 //! as `1/8` (SOFT's bit budget is `m = ⌈ρr⌉` components, and every method
 //! is held to it), so the grid starts at `1/8`. `ρ = 1` is ILoRA's line.
 //!
@@ -19,7 +19,7 @@ use super::common::{
 use super::stats::{mean, min_max, paired, std};
 use super::{FigureOptions, FigureOutcome, Profile};
 use crate::cli::CliError;
-use crate::plot::{LinePlot, Series};
+use crate::plot::{LinePlot, Series, count_of, min_max_band_label};
 use crate::report::Claim;
 use ndarray::Array2;
 use std::time::{Duration, Instant};
@@ -134,9 +134,9 @@ fn selection_times(widths: &[usize]) -> Result<Vec<(usize, f64, f64)>, CliError>
 /// Configuration, run or I/O errors.
 pub fn run(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
     let p = opts.profile;
-    let mut base = base_config(p)?;
+    let mut base = opts.apply(base_config(p)?)?;
     base.name = "fig4".into();
-    let seeds = seeds(p);
+    let seeds = opts.seeds(seeds(p));
     let rhos = rhos(p);
     let total = (METHODS.len() * rhos.len() + 1) * seeds.len() * base.federation.rounds;
     let runner = Runner::start("fig4", opts, &base, total)?;
@@ -239,8 +239,8 @@ pub fn run(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
     ));
     LinePlot {
         title: format!(
-            "fig4: final accuracy vs ρ (rank {rank}, {} seeds, {})",
-            seeds.len(),
+            "final accuracy vs ρ (rank {rank}, {}, {})",
+            count_of(seeds.len(), "seed"),
             p.name()
         ),
         x_label: "ratio ρ".into(),
@@ -248,12 +248,11 @@ pub fn run(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
         log_x: false,
         log_y: false,
         series,
+        band_label: Some(min_max_band_label(seeds.len())),
     }
-    .write(runner.dir().path(), "fig4")?;
+    .write(runner.dir().path(), "fig4", &opts.plot)?;
     LinePlot {
-        title: format!(
-            "fig4: selection time per client-round (rank {TIMING_RANK}, ρ = {TIMING_RHO})"
-        ),
+        title: format!("selection time per client-round (rank {TIMING_RANK}, ρ = {TIMING_RHO})"),
         x_label: "matrix width d = l".into(),
         y_label: "median time, µs".into(),
         log_x: true,
@@ -270,8 +269,9 @@ pub fn run(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
             )
             .with_markers(),
         ],
+        band_label: None,
     }
-    .write(runner.dir().path(), "fig4_selection")?;
+    .write(runner.dir().path(), "fig4_selection", &opts.plot)?;
 
     let mut summary = serde_json::Map::new();
     summary.insert("rhos".into(), serde_json::to_value(&rhos)?);

@@ -1,4 +1,4 @@
-//! fig5: TSFA against its single-stage variants and ILoRA (METHOD §5):
+//! fig5: TSFA against its single-stage variants and ILoRA (docs/method.md §5):
 //! test accuracy against *simulated* time, and the running-average round
 //! latency and the virtual queue against the round.
 //!
@@ -23,7 +23,7 @@ use super::common::{
 use super::stats::{Paired, mean, paired, std};
 use super::{FigureOptions, FigureOutcome};
 use crate::cli::CliError;
-use crate::plot::{LinePlot, Series};
+use crate::plot::{LinePlot, Series, count_of, min_max_band_label};
 use crate::report::Claim;
 use wflora_alloc::RatioMode;
 use wflora_fed::{AllocationSettings, RoundRecord, RunConfig};
@@ -82,9 +82,9 @@ fn arm_config(
 /// Configuration, run, offline-stage or I/O errors.
 pub fn run(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
     let p = opts.profile;
-    let base = tsfa_base(p, "fig5")?;
+    let base = tsfa_base(opts, "fig5")?;
     let settings = offline_settings(p);
-    let seeds = seeds(p);
+    let seeds = opts.seeds(seeds(p));
     let r_max = settings
         .candidates
         .iter()
@@ -181,9 +181,9 @@ pub fn run(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
         .collect();
     LinePlot {
         title: format!(
-            "fig5: test accuracy vs simulated time (T̄ = {budget:.3} s, r* = {}, {} seeds, {})",
+            "test accuracy vs simulated time (T̄ = {budget:.3} s, r* = {}, {}, {})",
             plan.rank,
-            seeds.len(),
+            count_of(seeds.len(), "seed"),
             p.name()
         ),
         x_label: "simulated time, s".into(),
@@ -191,8 +191,9 @@ pub fn run(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
         log_x: false,
         log_y: false,
         series: acc_series,
+        band_label: None,
     }
-    .write(runner.dir().path(), "fig5")?;
+    .write(runner.dir().path(), "fig5", &opts.plot)?;
     let rounds = base.federation.rounds as f64;
     let mut lat_series: Vec<Series> = ARMS
         .iter()
@@ -207,14 +208,15 @@ pub fn run(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
         vec![(1.0, budget), (rounds, budget)],
     ));
     LinePlot {
-        title: "fig5: running-average round latency".into(),
+        title: "running-average round latency".into(),
         x_label: "round".into(),
         y_label: "average latency, s".into(),
         log_x: false,
         log_y: false,
         series: lat_series,
+        band_label: Some(min_max_band_label(seeds.len())),
     }
-    .write(runner.dir().path(), "fig5_latency")?;
+    .write(runner.dir().path(), "fig5_latency", &opts.plot)?;
     let queue_series = ARMS
         .iter()
         .zip(&results)
@@ -225,14 +227,15 @@ pub fn run(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
         })
         .collect();
     LinePlot {
-        title: "fig5: virtual latency queue Q".into(),
+        title: "virtual latency queue Q".into(),
         x_label: "round".into(),
         y_label: "Q, s".into(),
         log_x: false,
         log_y: false,
         series: queue_series,
+        band_label: Some(min_max_band_label(seeds.len())),
     }
-    .write(runner.dir().path(), "fig5_queue")?;
+    .write(runner.dir().path(), "fig5_queue", &opts.plot)?;
 
     let mut summary = serde_json::Map::new();
     summary.insert("rank_star".into(), plan.rank.into());

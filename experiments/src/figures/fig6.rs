@@ -1,5 +1,5 @@
 //! fig6: TSFA's online stage swept over the penalty weight `V` and over the
-//! latency budget `T̄` (METHOD §5): final accuracy, mean kept ratio,
+//! latency budget `T̄` (docs/method.md §5): final accuracy, mean kept ratio,
 //! average latency and queue.
 //!
 //! The sweep holds the rank at 8 (the online stage alone, on the TSFA base
@@ -17,7 +17,7 @@ use super::fig5::LATENCY_TOLERANCE;
 use super::stats::{mean, paired, std};
 use super::{FigureOptions, FigureOutcome, Profile};
 use crate::cli::CliError;
-use crate::plot::{LinePlot, Series};
+use crate::plot::{LinePlot, Series, count_of};
 use crate::report::Claim;
 use wflora_fed::{AllocationSettings, RoundRecord, RunConfig};
 
@@ -79,8 +79,8 @@ fn point(recs: &[RoundRecord], rank: usize, budget_s: f64) -> Point {
 /// Configuration, run or I/O errors.
 pub fn run(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
     let p = opts.profile;
-    let base = tsfa_base(p, "fig6")?;
-    let seeds = seeds(p);
+    let base = tsfa_base(opts, "fig6")?;
+    let seeds = opts.seeds(seeds(p));
     let (v_grid, b_grid) = (vs(p), budgets(p));
     let mut grid: Vec<(f64, f64)> = v_grid.iter().map(|&v| (v, BASE_BUDGET)).collect();
     for &b in &b_grid {
@@ -180,8 +180,8 @@ pub fn run(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
     );
     LinePlot {
         title: format!(
-            "fig6: sweep of V at T̄ = {BASE_BUDGET}·T_ILoRA ({} seeds, {})",
-            seeds.len(),
+            "sweep of V at T̄ = {BASE_BUDGET}·T_ILoRA ({}, {})",
+            count_of(seeds.len(), "seed"),
             p.name()
         ),
         x_label: "V".into(),
@@ -189,13 +189,14 @@ pub fn run(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
         log_x: true,
         log_y: false,
         series: v_series,
+        band_label: None,
     }
-    .write(runner.dir().path(), "fig6")?;
+    .write(runner.dir().path(), "fig6", &opts.plot)?;
     let b_idx: Vec<usize> = b_grid.iter().map(|&b| get(BASE_V, b)).collect();
     LinePlot {
         title: format!(
-            "fig6: sweep of T̄ at V = {BASE_V} ({} seeds, {})",
-            seeds.len(),
+            "sweep of T̄ at V = {BASE_V} ({}, {})",
+            count_of(seeds.len(), "seed"),
             p.name()
         ),
         x_label: "T̄ / T_ILoRA".into(),
@@ -203,8 +204,9 @@ pub fn run(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
         log_x: false,
         log_y: false,
         series: sweep_series(&b_idx, &b_grid),
+        band_label: None,
     }
-    .write(runner.dir().path(), "fig6_budget")?;
+    .write(runner.dir().path(), "fig6_budget", &opts.plot)?;
 
     let mut summary = serde_json::Map::new();
     summary.insert(

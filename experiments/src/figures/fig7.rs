@@ -1,5 +1,5 @@
 //! fig7: final accuracy against a fixed LoRA rank under the latency budget,
-//! with the offline stage's `r*` marked (METHOD §4).
+//! with the offline stage's `r*` marked (docs/method.md §4).
 //!
 //! Every rank of the offline stage's candidates runs TSFA's online stage
 //! (drift-plus-penalty on the TSFA base `common::tsfa_base`) with
@@ -13,7 +13,7 @@ use super::common::{
 use super::stats::{mean, min_max, paired, std};
 use super::{FigureOptions, FigureOutcome};
 use crate::cli::CliError;
-use crate::plot::{LinePlot, Series};
+use crate::plot::{LinePlot, Series, count_of, min_max_band_label};
 use crate::report::Claim;
 use wflora_fed::RunConfig;
 
@@ -23,9 +23,9 @@ use wflora_fed::RunConfig;
 /// Configuration, run, offline-stage or I/O errors.
 pub fn run(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
     let p = opts.profile;
-    let base = tsfa_base(p, "fig7")?;
+    let base = tsfa_base(opts, "fig7")?;
     let settings = offline_settings(p);
-    let seeds = seeds(p);
+    let seeds = opts.seeds(seeds(p));
     let ranks = settings.candidates.clone();
     let total = ranks.len() * seeds.len() * base.federation.rounds + settings.pilot_rounds_total();
     let runner = Runner::start("fig7", opts, &base, total)?;
@@ -77,9 +77,9 @@ pub fn run(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
         .collect();
     LinePlot {
         title: format!(
-            "fig7: final accuracy vs fixed rank under T̄ = {:.3} s ({} seeds, {})",
+            "final accuracy vs fixed rank under T̄ = {:.3} s ({}, {})",
             plan.budget_s,
-            seeds.len(),
+            count_of(seeds.len(), "seed"),
             p.name()
         ),
         x_label: "LoRA rank r".into(),
@@ -96,8 +96,9 @@ pub fn run(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
             )
             .with_markers(),
         ],
+        band_label: Some(min_max_band_label(seeds.len())),
     }
-    .write(runner.dir().path(), "fig7")?;
+    .write(runner.dir().path(), "fig7", &opts.plot)?;
 
     let mut summary = serde_json::Map::new();
     summary.insert("rank_star".into(), plan.rank.into());

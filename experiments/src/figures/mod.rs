@@ -1,4 +1,4 @@
-//! The figure registry: each figure of METHOD §7 as a function from a
+//! The figure registry: each figure of docs/method.md §7 as a function from a
 //! profile to data, plot, summary and claim checks.
 //!
 //! A figure runs its simulations through `wflora-fed` (each run in its own
@@ -22,22 +22,33 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-/// How big a reproduction is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// How big a reproduction is (`--profile`; the `help` of each variant is
+/// what `wflora reproduce --help` lists).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Profile {
-    /// CI: every figure end to end in under a minute; claims printed, not required.
+    /// CI: every figure end to end in about a minute; a smoke run of the
+    /// pipeline whose numbers are not results (claims printed, not expected
+    /// to hold).
+    #[value(help = "pipeline smoke run, seconds per figure; its numbers are not results")]
     Quick,
-    /// The embedded dataset and pre-trained tiny backbone; claims must hold.
+    /// The embedded dataset and pre-trained tiny backbone; the claims are
+    /// meant to hold here.
+    #[value(help = "embedded Fashion-MNIST, tiny pre-trained ViT, 3 seeds; the claims' profile")]
     Default,
     /// DINOv2 ViT-S/14 on the full Fashion-MNIST at 56×56, 20 clients,
     /// Dirichlet α = 1 (needs `just fetch-assets`).
+    #[value(
+        help = "DINOv2 ViT-S/14 on full Fashion-MNIST, Dirichlet 1 (needs `just fetch-assets`)"
+    )]
     Real,
     /// As `real` with Dirichlet α = 0.1 (strongly non-IID).
+    #[value(help = "as real, Dirichlet 0.1 (strongly non-IID)")]
     RealNoniid,
     /// The paper's setup: ViT-B/16 (Hugging Face
     /// `google/vit-base-patch16-224-in21k` safetensors) on CIFAR-100, read
     /// from the paths in `WFLORA_VIT_B16` and `WFLORA_CIFAR100`.
+    #[value(help = "the paper's ViT-B/16 on CIFAR-100 (paths in WFLORA_VIT_B16, WFLORA_CIFAR100)")]
     Paper,
 }
 
@@ -82,6 +93,79 @@ pub struct FigureOptions {
     pub resume: bool,
     /// Overwrite earlier results.
     pub force: bool,
+    /// Changes to the profile's base run (`--set`, `--seeds`, `--rounds`).
+    pub config: ConfigOverrides,
+    /// Size and resolution of the PNG and SVG plots (`--plot-size`,
+    /// `--dpi`); the default is 960 × 600 at 100 dpi.
+    pub plot: crate::plot::PlotOptions,
+}
+
+/// What `wflora reproduce` changes in a profile's runs.
+///
+/// `set` and `rounds` apply to the figure's base run, after the profile's
+/// settings and the figure's own base (TSFA's band and policy, say); what a
+/// figure varies from run to run (the method of an arm, a ratio, the seed)
+/// it still sets itself.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigOverrides {
+    /// `--set section.key=value`, in order (keys of the figure's
+    /// configuration: a `RunConfig`'s for fig2–fig8, a `DflConfig`'s for
+    /// so1–so3).
+    pub set: Vec<wflora_fed::config::layers::Override>,
+    /// `--seeds N`: seeds `1..=N` instead of the profile's.
+    pub seeds: Option<u64>,
+    /// `--rounds N`: rounds of the base run instead of the profile's.
+    pub rounds: Option<usize>,
+}
+
+/// A figure's base configuration, as `--set` and `--rounds` reach it.
+pub trait FigureConfig: Serialize + serde::de::DeserializeOwned + Clone {
+    /// Sets the number of federated (or decentralized) rounds.
+    fn set_rounds(&mut self, rounds: usize);
+}
+
+impl FigureConfig for wflora_fed::RunConfig {
+    fn set_rounds(&mut self, rounds: usize) {
+        self.federation.rounds = rounds;
+    }
+}
+
+impl FigureConfig for wflora_dfl::DflConfig {
+    fn set_rounds(&mut self, rounds: usize) {
+        self.rounds = rounds;
+    }
+}
+
+impl FigureOptions {
+    /// The figure's base run `base` with [`ConfigOverrides::set`] and then
+    /// [`ConfigOverrides::rounds`] applied.
+    ///
+    /// # Errors
+    /// An unknown key or a value of the wrong type in a `--set`, named.
+    pub fn apply<T: FigureConfig>(&self, base: T) -> Result<T, CliError> {
+        let mut cfg = if self.config.set.is_empty() {
+            base
+        } else {
+            wflora_fed::config::layers::apply(
+                &base,
+                &format!("the {} profile's base run", self.profile.name()),
+                &self.config.set,
+            )?
+        };
+        if let Some(r) = self.config.rounds {
+            cfg.set_rounds(r);
+        }
+        Ok(cfg)
+    }
+
+    /// The seeds to run: `1..=N` with `--seeds N`, else `profile_seeds`.
+    #[must_use]
+    pub fn seeds(&self, profile_seeds: Vec<u64>) -> Vec<u64> {
+        match self.config.seeds {
+            Some(n) => (1..=n).collect(),
+            None => profile_seeds,
+        }
+    }
 }
 
 /// What a figure reports back.

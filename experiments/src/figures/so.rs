@@ -1,5 +1,5 @@
 //! so1–so3: SO-LoRA, decentralized multi-task fine-tuning over D2D links
-//! (METHOD §6; `wflora-dfl`).
+//! (docs/method.md §6; `wflora-dfl`).
 //!
 //! * so1: per-task accuracy against round and against bits sent, for
 //!   SO-LoRA (cluster topology), plain decentralized LoRA, FFA-LoRA (both
@@ -24,8 +24,9 @@ use wflora_dfl::{
 
 use super::stats::{mean, paired, paired_json, std};
 use super::{FigureOptions, FigureOutcome, Profile};
-use crate::cli::{CliError, progress};
-use crate::plot::{LinePlot, Series};
+use crate::cli::CliError;
+use crate::plot::{LinePlot, Series, count_of, min_max_band_label};
+use crate::progress::{Progress, build_multi_task};
 use crate::report::{Claim, ResultsDir};
 
 /// The base configuration of the SO figures for a profile: the embedded
@@ -157,7 +158,7 @@ struct SoRunner {
     dir: ResultsDir,
     resume: bool,
     data: Arc<MultiTask>,
-    bar: indicatif::ProgressBar,
+    bar: Progress,
 }
 
 impl SoRunner {
@@ -173,7 +174,7 @@ impl SoRunner {
             "{fig} [{}]: building the tasks (pre-training the backbone on first use)...",
             opts.profile.name()
         );
-        let data = Arc::new(MultiTask::build(base)?);
+        let data = Arc::new(build_multi_task(base)?);
         super::common::begin_results(&dir, opts, fig, base)?;
         Ok(Self {
             fig,
@@ -181,7 +182,7 @@ impl SoRunner {
             dir,
             resume: opts.resume,
             data,
-            bar: progress(total_rounds as u64, &format!("{fig} rounds")),
+            bar: Progress::new(fig, "rounds", total_rounds as u64),
         })
     }
 
@@ -226,7 +227,7 @@ impl SoRunner {
             .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
         std::fs::rename(&tmp, &result_path)
             .map_err(|e| format!("cannot write {}: {e}", result_path.display()))?;
-        if self.bar.is_hidden() {
+        if self.bar.is_log() {
             eprintln!(
                 "{}: {id} done, final accuracy {:.4}",
                 self.fig,
@@ -380,8 +381,8 @@ fn configure(
 /// Configuration, run or I/O errors.
 pub fn run_so1(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
     let p = opts.profile;
-    let base = so_base(p)?;
-    let seeds = seeds(p);
+    let base = opts.apply(so_base(p)?)?;
+    let seeds = opts.seeds(seeds(p));
     let arms = arms_so1();
     let runner = SoRunner::start("so1", opts, &base, arms.len() * seeds.len() * base.rounds)?;
     let mut csv = format!("method,seed,{COLUMNS}\n");
@@ -463,8 +464,8 @@ pub fn run_so1(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
     }
     LinePlot {
         title: format!(
-            "so1: mean per-task accuracy vs round ({} seeds, {})",
-            seeds.len(),
+            "mean per-task accuracy vs round ({}, {})",
+            count_of(seeds.len(), "seed"),
             p.name()
         ),
         x_label: "round".into(),
@@ -472,17 +473,19 @@ pub fn run_so1(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
         log_x: false,
         log_y: false,
         series: by_round,
+        band_label: Some(min_max_band_label(seeds.len())),
     }
-    .write(runner.dir.path(), "so1")?;
+    .write(runner.dir.path(), "so1", &opts.plot)?;
     LinePlot {
-        title: format!("so1: accuracy vs bits broadcast ({})", p.name()),
+        title: format!("accuracy vs bits broadcast ({})", p.name()),
         x_label: "bits broadcast, all devices (log)".into(),
         y_label: "test accuracy (mean over tasks)".into(),
         log_x: true,
         log_y: false,
         series: by_bits,
+        band_label: None,
     }
-    .write(runner.dir.path(), "so1_bits")?;
+    .write(runner.dir.path(), "so1_bits", &opts.plot)?;
     let mut summary = serde_json::Map::new();
     summary.insert(
         "methods".into(),
@@ -549,8 +552,8 @@ pub fn run_so1(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
 /// Configuration, run or I/O errors.
 pub fn run_so2(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
     let p = opts.profile;
-    let base = so_base(p)?;
-    let seeds = seeds(p);
+    let base = opts.apply(so_base(p)?)?;
+    let seeds = opts.seeds(seeds(p));
     let topologies = [
         Topology::Ring,
         GEOMETRIC,
@@ -652,8 +655,8 @@ pub fn run_so2(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
         .collect();
     LinePlot {
         title: format!(
-            "so2: final accuracy per topology ({} seeds, {})",
-            seeds.len(),
+            "final accuracy per topology ({}, {})",
+            count_of(seeds.len(), "seed"),
             p.name()
         ),
         x_label: "topology".into(),
@@ -661,8 +664,9 @@ pub fn run_so2(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
         log_x: false,
         log_y: false,
         series,
+        band_label: Some(min_max_band_label(seeds.len())),
     }
-    .write(runner.dir.path(), "so2")?;
+    .write(runner.dir.path(), "so2", &opts.plot)?;
     let mut summary = serde_json::Map::new();
     let mut table = Vec::new();
     for (mi, m) in methods.iter().enumerate() {
@@ -713,8 +717,8 @@ pub fn run_so2(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
 /// Configuration, run or I/O errors.
 pub fn run_so3(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
     let p = opts.profile;
-    let base = so_base(p)?;
-    let seeds = seeds(p);
+    let base = opts.apply(so_base(p)?)?;
+    let seeds = opts.seeds(seeds(p));
     let runner = SoRunner::start("so3", opts, &base, seeds.len() * base.rounds)?;
     let topology = Topology::Cluster {
         clusters: base.tasks.len(),
@@ -776,7 +780,7 @@ pub fn run_so3(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
     let names: Vec<&str> = base.tasks.iter().map(|t| t.name.as_str()).collect();
     LinePlot {
         title: format!(
-            "so3: accuracy per task by inference rule (x: {}; {})",
+            "accuracy per task by inference rule (x: {}; {})",
             names.join(", "),
             p.name()
         ),
@@ -785,8 +789,9 @@ pub fn run_so3(opts: &FigureOptions) -> Result<FigureOutcome, CliError> {
         log_x: false,
         log_y: false,
         series,
+        band_label: None,
     }
-    .write(runner.dir.path(), "so3")?;
+    .write(runner.dir.path(), "so3", &opts.plot)?;
     let mut summary = serde_json::Map::new();
     summary.insert("hard_mean".into(), mean(&hard).into());
     summary.insert("moe_mean".into(), mean(&moe).into());

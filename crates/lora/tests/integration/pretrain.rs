@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 
 use wflora_lora::{
-    Batch, LoraError, PretrainSchedule, cached_pretrain, pretrain, pretrain_cache_key,
+    Batch, LoraError, PretrainProgress, PretrainSchedule, cached_pretrain,
+    cached_pretrain_with_progress, pretrain, pretrain_cache_key, pretrain_with_progress,
 };
 
 use crate::common::{flat, shape, small_config, synthetic};
@@ -262,5 +263,62 @@ fn concurrent_misses_of_one_key_all_succeed() {
             assert_eq!(flat(t1), flat(t2), "{n1}");
         }
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn progress_reports_every_step_and_the_cache_hit_without_changing_the_result() {
+    let cfg = small_config();
+    let (imgs, labels) = synthetic(&cfg, 32, 3, 23);
+    let data = Batch::new(&imgs, &labels, shape(&cfg, 32)).unwrap();
+    let sched = PretrainSchedule {
+        steps: 5,
+        warmup_steps: 1,
+        ..schedule()
+    };
+    let mut steps = Vec::new();
+    let watched = pretrain_with_progress(&cfg, &data, &sched, 3, &mut |p| match p {
+        PretrainProgress::Step { done, total, loss } => steps.push((*done, *total, *loss)),
+        PretrainProgress::CacheHit { path } => panic!("no cache here, got {}", path.display()),
+    })
+    .unwrap();
+    assert_eq!(
+        steps.iter().map(|s| (s.0, s.1)).collect::<Vec<_>>(),
+        [(1, 5), (2, 5), (3, 5), (4, 5), (5, 5)]
+    );
+    assert!(
+        steps.iter().all(|s| s.2.is_finite() && s.2 > 0.0),
+        "{steps:?}"
+    );
+    // The last tenth of 5 steps is the last step: its loss is the final loss.
+    assert_eq!(steps[4].2.to_bits(), watched.final_loss.to_bits());
+    let plain = pretrain(&cfg, &data, &sched, 3).unwrap();
+    assert_eq!(plain.final_loss.to_bits(), watched.final_loss.to_bits());
+    for ((n1, t1), (_, t2)) in plain.backbone.iter().zip(watched.backbone.iter()) {
+        assert_eq!(flat(t1), flat(t2), "{n1}");
+    }
+
+    let dir = temp_dir("progress");
+    let mut events = Vec::new();
+    let mut record = |p: &PretrainProgress<'_>| {
+        events.push(match p {
+            PretrainProgress::CacheHit { path } => format!("hit {}", path.display()),
+            PretrainProgress::Step { done, total, .. } => format!("step {done}/{total}"),
+        });
+    };
+    let miss = cached_pretrain_with_progress(&dir, &cfg, &data, &sched, 3, &mut record).unwrap();
+    assert!(!miss.from_cache);
+    assert_eq!(events.len(), 5, "{events:?}");
+    assert_eq!(events[4], "step 5/5");
+    events.clear();
+    let mut record = |p: &PretrainProgress<'_>| {
+        events.push(match p {
+            PretrainProgress::CacheHit { path } => format!("hit {}", path.display()),
+            PretrainProgress::Step { done, total, .. } => format!("step {done}/{total}"),
+        });
+    };
+    let hit = cached_pretrain_with_progress(&dir, &cfg, &data, &sched, 3, &mut record).unwrap();
+    assert!(hit.from_cache);
+    assert_eq!(events, [format!("hit {}", hit.path.display())]);
     let _ = std::fs::remove_dir_all(&dir);
 }
