@@ -289,10 +289,11 @@ impl DflConfig {
         }
     }
 
-    /// Number of devices.
+    /// Number of devices (saturating: [`DflConfig::validate`] refuses a
+    /// count that overflows, naming `devices_per_task`).
     #[must_use]
     pub fn devices(&self) -> usize {
-        self.tasks.len() * self.devices_per_task
+        self.tasks.len().saturating_mul(self.devices_per_task)
     }
 
     /// Parses TOML, naming the file in errors.
@@ -369,6 +370,16 @@ impl DflConfig {
         }
         if self.devices_per_task == 0 {
             return bad("devices_per_task", "must be at least 1".into());
+        }
+        if self.tasks.len().checked_mul(self.devices_per_task).is_none() {
+            return bad(
+                "devices_per_task",
+                format!(
+                    "{} devices for each of {} tasks is more than this machine can count",
+                    self.devices_per_task,
+                    self.tasks.len()
+                ),
+            );
         }
         if !(self.test_fraction > 0.0 && self.test_fraction < 1.0) {
             return bad(
@@ -665,6 +676,11 @@ mod tests {
         let mut c = DflConfig::embedded_default();
         c.backbone.image_size = 1 << 32;
         assert_eq!(field_of(&c).0, "backbone.image_size");
+
+        // Found by tests/fuzz_inputs.rs: a device count that overflows.
+        let mut c = DflConfig::embedded_default();
+        c.devices_per_task = usize::MAX;
+        assert_eq!(field_of(&c).0, "devices_per_task");
 
         let c = DflConfig::embedded_default();
         c.check_memory(1 << 30).expect("the default fits in 1 GiB");
