@@ -371,7 +371,12 @@ impl DflConfig {
         if self.devices_per_task == 0 {
             return bad("devices_per_task", "must be at least 1".into());
         }
-        if self.tasks.len().checked_mul(self.devices_per_task).is_none() {
+        if self
+            .tasks
+            .len()
+            .checked_mul(self.devices_per_task)
+            .is_none()
+        {
             return bad(
                 "devices_per_task",
                 format!(
