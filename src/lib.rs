@@ -20,8 +20,9 @@
 //! ```
 //! // SOFT's budget for a 64×64 matrix at rank 8 keeping a quarter of the rank:
 //! let dims = wflora::soft::Dims { d: 64, r: 8, l: 64 };
-//! let bits = wflora::soft::budget(dims, 0.25).unwrap();
-//! assert_eq!(bits.values, 2 * (64 + 64));
+//! let m = wflora::soft::components_for_ratio(0.25, dims.r).unwrap();
+//! let bits = wflora::soft::budget(dims, m).unwrap();
+//! assert_eq!((m, bits.values), (2, 2 * (64 + 64)));
 //! ```
 
 pub use wflora_alloc as alloc;

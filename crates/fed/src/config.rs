@@ -890,7 +890,7 @@ pub enum PenaltyKind {
 /// where `T_ILoRA` is the round latency of ILoRA (all `r` components) with
 /// every client taking part, equal bandwidth shares `1/K`, at the mean
 /// channel (`|h|² = 1`), computed once when the simulation is built
-/// (docs/method.md §3, last bullet; see [`crate::tsfa::LatencyModel`]).
+/// (docs/method.md §3, last bullet; see [`crate::online::LatencyModel`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum AllocationSettings {
@@ -1234,10 +1234,10 @@ impl RunConfig {
         if self.local.batch_size == 0 {
             return bad("local.batch_size", "must be at least 1".into());
         }
-        let c = &self.compression;
-        if !(c.rho > 0.0 && c.rho <= 1.0) {
-            return bad("compression.rho", format!("{} must lie in (0, 1]", c.rho));
-        }
+        // The one conversion of a ratio into kept components (the rank is
+        // checked below, in LoRA mode): a bad ratio names compression.rho.
+        wflora_soft::components_for_ratio(self.compression.rho, self.model.rank.max(1))
+            .map_err(|e| FedError::config("compression.rho", e.to_string()))?;
         if self.model.mode == TrainMode::Lora {
             if self.model.rank == 0 {
                 return bad("model.rank", "must be at least 1".into());
@@ -1360,15 +1360,23 @@ impl RunConfig {
         Ok(m)
     }
 
-    /// Kept components per adapted matrix at the configured ratio,
-    /// `m = ⌈ρ·r⌉` (all of them for ILoRA).
+    /// Kept components per adapted matrix at the configured ratio: the
+    /// smallest `m ∈ 1..=r` with `m/r ≥ ρ`
+    /// ([`wflora_soft::components_for_ratio`], so `ρ = m/r` gives `m`); all
+    /// `r` of them for ILoRA.
+    ///
+    /// Call it on a validated configuration ([`RunConfig::validate`] checks
+    /// `compression.rho` with the same conversion, and `model.rank >= 1` in
+    /// LoRA mode). Otherwise, where the conversion fails (a bad ratio, or
+    /// rank 0 outside LoRA mode), it returns `model.rank` rather than
+    /// panicking.
     #[must_use]
     pub fn kept_components(&self) -> usize {
         if self.compression.method == MethodKind::ILora {
             return self.model.rank;
         }
-        let m = (self.compression.rho * self.model.rank as f64 - 1e-9).ceil() as usize;
-        m.clamp(1, self.model.rank)
+        wflora_soft::components_for_ratio(self.compression.rho, self.model.rank)
+            .unwrap_or(self.model.rank)
     }
 
     /// The configured ratio, or 1 for ILoRA.

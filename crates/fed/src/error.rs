@@ -71,6 +71,17 @@ pub enum FedError {
         /// The holder, as it recorded itself in the lock file.
         holder: String,
     },
+    /// A protocol message that does not fit the receiver's state: for
+    /// another client or round, out of order, or inconsistent with what was
+    /// sent before.
+    #[error("protocol: {what}")]
+    Protocol {
+        /// What is wrong.
+        what: String,
+    },
+    /// A protocol message that cannot be read.
+    #[error(transparent)]
+    Wire(#[from] crate::protocol::WireError),
     /// Training diverged (a non-finite loss or factor).
     #[error("round {round}: {what} is not finite (training diverged; lower the learning rate)")]
     Diverged {

@@ -5,18 +5,26 @@
 //! (`wflora-data`), the sparsifiers (`wflora-soft`), the uplink
 //! (`wflora-channel`) and the allocator (`wflora-alloc`).
 //!
-//! What it owns: the round loop ([`Simulation::step`]), client sampling,
-//! factor-wise aggregation and the head, the covariance metric of separate
-//! aggregation ([`covariance()`]), simulated time (from the latency model,
-//! never measured, so runs are reproducible), metrics as JSON lines, and
-//! checkpoints that make a killed run resumable with identical results.
+//! A round is a protocol between two roles that share no mutable state
+//! ([`protocol`]): the [`Server`] holds the global factors and head, the
+//! channel, the allocation policy with TSFA's virtual queue, aggregation,
+//! the covariance metric of separate aggregation ([`covariance()`]),
+//! simulated time and the metrics; each [`Client`] holds its data shard, its
+//! error-feedback residuals and its local training, and compresses with the
+//! kept components it is assigned. They exchange versioned byte messages
+//! ([`ServerMessage`], [`ClientMessage`]). [`Simulation`] is the in-process
+//! driver of both (its [`Simulation::step`] runs one round); other drivers
+//! (threads, processes, Flower) move the same messages as bytes and get the
+//! same results. Simulated time comes from the latency model, never from a
+//! clock, so runs are reproducible; metrics are JSON lines, and checkpoints
+//! make a killed run resumable with identical results.
 //!
-//! TSFA (docs/method.md §4–§5) lives here too, because it needs the engine's
-//! measurements: the online stage is an allocation policy
-//! ([`AllocationSettings::DriftPlusPenalty`], with the virtual latency queue
-//! in the simulation's state and checkpoints; [`AllocationSettings::Myopic`]
-//! is its single-stage baseline), and the offline stage ([`tsfa`]) runs
-//! short pilots to fit the bound's `Γ(r)` and `C(r)` and picks the rank `r*`.
+//! TSFA (docs/method.md §4–§5): the online stage is an allocation policy
+//! of the server ([`AllocationSettings::DriftPlusPenalty`], with the virtual
+//! latency queue in its state and checkpoints; [`AllocationSettings::Myopic`]
+//! is its single-stage baseline) over the latency model of [`online`]; the
+//! offline stage ([`tsfa`]) runs short pilots on the simulator to fit the
+//! bound's `Γ(r)` and `C(r)` and picks the rank `r*`.
 //!
 //! What it deliberately does not know: how a sparsifier ranks components,
 //! how a rate is computed, how the knapsack is solved, how a ViT is built.
@@ -43,29 +51,40 @@
 
 pub mod centralized;
 pub mod checkpoint;
+mod client;
 pub mod config;
 pub mod covariance;
 mod engine;
 mod error;
+mod eval;
 pub mod lock;
 pub mod metrics;
+pub mod online;
+pub mod protocol;
 pub mod run;
 pub mod seed;
+mod server;
+mod state;
 pub mod task;
 pub mod tsfa;
 
+pub use client::{Client, client_shards};
 pub use config::{
     AllocationSettings, CompressionSettings, FederationSettings, LocalSettings, ModelSettings,
     PenaltyKind, RunConfig, TrainMode, WirelessSettings,
 };
 pub use covariance::{Covariance, covariance};
-pub use engine::{ModelState, PhaseTimes, RoundAllocation, Simulation};
+pub use engine::Simulation;
 pub use error::FedError;
 pub use lock::DirLock;
 pub use metrics::RoundRecord;
+pub use online::LatencyModel;
+pub use protocol::{ClientMessage, ServerMessage, WireError};
 pub use run::{RunDir, Start, run_to_end, run_until};
+pub use server::Server;
+pub use state::{ModelState, PhaseTimes, RoundAllocation};
 pub use task::{DatasetSource, PretrainedWeights, Task, TaskConfig, WeightsFormat};
-pub use tsfa::{LatencyModel, OfflinePlan, OfflineSettings, PilotRun, plan_offline};
+pub use tsfa::{OfflinePlan, OfflineSettings, PilotRun, plan_offline};
 
 /// Lower-case hex of bytes.
 pub(crate) fn hex(bytes: &[u8]) -> String {

@@ -515,3 +515,27 @@ fn the_commented_default_reads_back_and_has_readable_floats() {
     assert_eq!(toml::from_str::<RunConfig>(&text).unwrap(), cfg);
     assert_eq!(RunConfig::from_toml(&text, "default.toml").unwrap(), cfg);
 }
+
+#[test]
+fn a_bad_ratio_names_compression_rho_and_a_ratio_m_over_r_keeps_m() {
+    for rho in ["0.0", "-0.25", "1.5", "nan", "inf"] {
+        let err = load_err(&edited("rho = 0.25", &format!("rho = {rho}")));
+        assert!(
+            err.contains("compression.rho") && err.contains("run.toml"),
+            "{rho}: {err}"
+        );
+    }
+    let mut cfg = RunConfig::embedded_default();
+    let r = cfg.model.rank;
+    assert_eq!(r, 8);
+    for m in 1..=r {
+        cfg.compression.rho = m as f64 / r as f64;
+        assert_eq!(cfg.kept_components(), m, "rho = {}", cfg.compression.rho);
+    }
+    cfg.compression.rho = 0.05;
+    assert_eq!(cfg.kept_components(), 1);
+    cfg.compression.rho = 0.3;
+    assert_eq!(cfg.kept_components(), 3);
+    cfg.compression.method = wflora_soft::MethodKind::ILora;
+    assert_eq!(cfg.kept_components(), r);
+}

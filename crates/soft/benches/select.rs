@@ -12,8 +12,9 @@ use rand::rngs::StdRng;
 use rand_distr::{Distribution, StandardNormal};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
-use wflora_soft::{Factors, Residual, SLora, Soft, Sparsifier, importances};
+use wflora_soft::{Factors, Residual, SLora, Soft, Sparsifier, components_for_ratio, importances};
 
+/// Kept ratio of the runs: `m = ρ·r` components (2 of 8, 4 of 16, 16 of 64).
 const RHO: f64 = 0.25;
 
 fn gauss(rng: &mut StdRng, rows: usize, cols: usize, scale: f32) -> Array2<f32> {
@@ -87,6 +88,7 @@ fn main() {
         let res = Factors::new(gauss(&mut rng, d, r, 0.05), gauss(&mut rng, r, l, 0.05));
         let residual = Residual::Factors(res.clone());
         let dense_res = Residual::Dense(gauss(&mut rng, d, l, 0.01));
+        let m = components_for_ratio(RHO, r).expect("RHO is a valid ratio");
         let elems = (d * r + r * l) as f64;
         // enough repetitions for ~0.2 s per measurement
         let reps = ((2e8 / (elems * 40.0)) as usize).clamp(15, 20_000);
@@ -99,10 +101,10 @@ fn main() {
         });
         let soft = Soft::default();
         let soft0 = time(reps / 5, reps, || {
-            soft.compress(base.view(), upd.view(), &Residual::Zero, RHO)
+            soft.compress(base.view(), upd.view(), &Residual::Zero, m)
         });
         let soft_e = time(reps / 5, reps, || {
-            soft.compress(base.view(), upd.view(), &residual, RHO)
+            soft.compress(base.view(), upd.view(), &residual, m)
         });
         let imp = time(reps / 5, reps, || {
             importances(base.view(), upd.view(), &residual)
@@ -113,7 +115,7 @@ fn main() {
         } else {
             let (sw, sr) = if d >= 4096 { (0, 1) } else { (1, 5) };
             time(sw, sr, || {
-                SLora::default().compress(base.view(), upd.view(), &dense_res, RHO)
+                SLora::default().compress(base.view(), upd.view(), &dense_res, m)
             })
         };
         println!(

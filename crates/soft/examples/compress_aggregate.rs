@@ -3,8 +3,8 @@
 //!
 //! Four clients share the broadcast factors `B` (`d×r`) and `A` (`r×l`) and
 //! each computes a random update `(ΔB, ΔA)`. Each client compresses its
-//! update with [`Soft`] at ratio `ρ = m/r` (it keeps `m` of the `r` rank
-//! components) and carries the unsent part in its error-feedback
+//! update with [`Soft`] keeping `m` of the `r` rank components (ratio
+//! `ρ = m/r`) and carries the unsent part in its error-feedback
 //! [`Residual`] to the next round. The server decodes every message and
 //! aggregates factor-wise with equal weights. Over three rounds the program
 //! prints, per client, the kept ranks and the payload in bits (against the
@@ -72,11 +72,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut residuals = vec![Residual::Zero; CLIENTS];
     let p = 1.0 / CLIENTS as f64;
 
-    let cap = budget(dims, rho)?;
-    let full = budget(dims, 1.0)?;
+    let cap = budget(dims, kept)?;
+    let full = budget(dims, R)?;
     println!("d = {D}, l = {L}, r = {R}, {CLIENTS} clients, SOFT keeps m = {kept} (ρ = {rho:.3})");
     println!(
-        "budget at ρ: {} bits ({} values + {} index bits); uncompressed: {} values = {} bits",
+        "budget of m = {kept}: {} bits ({} values + {} index bits); uncompressed: {} values = {} bits",
         cap.total(),
         cap.values,
         cap.index_bits,
@@ -97,7 +97,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 gauss(&mut rng, R, L, 0.3) * &column_of(|i| emphasis[i]),
             );
             let (msg, next) =
-                Soft::default().compress(global.view(), update.view(), residual, rho)?;
+                Soft::default().compress(global.view(), update.view(), residual, kept)?;
             *residual = next;
             let pending = match residual {
                 Residual::Factors(e) => fro(e.b.view()).hypot(fro(e.a.view())),

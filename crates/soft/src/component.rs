@@ -8,7 +8,7 @@
 //! `B̃ = B^t + U` are formed element by element on the fly.
 
 use crate::factors::{
-    base_dims, check_finite, check_pair, check_rho, from_row_major, kept_components, row_major,
+    base_dims, check_components, check_finite, check_pair, from_row_major, row_major,
 };
 use crate::message::{Payload, Support};
 use crate::{Dims, Factors, FactorsView, Message, MethodKind, Residual, SoftError};
@@ -43,17 +43,16 @@ pub(crate) struct Inputs<'a> {
 }
 
 impl<'a> Inputs<'a> {
-    /// Checks shapes, ratio and residual kind (not finiteness: see
-    /// [`Inputs::check_finite`]).
+    /// Checks shapes and the residual kind (not finiteness: see
+    /// [`Inputs::check_finite`]; the kept-component count is checked by the
+    /// caller, against `dims.r`).
     pub(crate) fn new(
         method: MethodKind,
         base: &'a FactorsView<'_>,
         update: &'a FactorsView<'_>,
         residual: &'a Residual,
-        rho: f64,
         error_feedback: bool,
     ) -> Result<Self, SoftError> {
-        check_rho(rho)?;
         let base = FactorsView::new(base.b.view(), base.a.view());
         let update = FactorsView::new(update.b.view(), update.a.view());
         let dims = base_dims(&base)?;
@@ -302,15 +301,12 @@ pub(crate) fn compress(
     base: FactorsView<'_>,
     update: FactorsView<'_>,
     residual: &Residual,
-    rho: f64,
+    m: usize,
 ) -> Result<(Message, Residual), SoftError> {
-    let inp = Inputs::new(method, &base, &update, residual, rho, error_feedback)?;
+    let inp = Inputs::new(method, &base, &update, residual, error_feedback)?;
+    check_components(m, inp.dims.r)?;
     let Dims { d, l, r } = inp.dims;
-    let m = if rule == Rule::All {
-        r
-    } else {
-        kept_components(rho, r)
-    };
+    let m = if rule == Rule::All { r } else { m };
     let kept = if m == r {
         inp.check_finite()?;
         (0..r).collect()

@@ -7,19 +7,20 @@ use crate::{Dims, Factors, FactorsView, Message, MethodKind, Residual, SoftError
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
-/// How many elements of `U_B` and of `U_A` fit the bit budget at `ρ`.
+/// How many elements of `U_B` and of `U_A` fit the bit budget of `m` kept
+/// components ([`budget`]).
 ///
 /// If every element fits without indices (`(dr + rl)·32` bits, e.g. at
-/// `ρ = 1`), all are sent. Otherwise the total count `k` is the largest whose
+/// `m = r`), all are sent. Otherwise the total count `k` is the largest whose
 /// split `k_B = ⌊k·d/(d+l)⌋`, `k_A = k − k_B` (proportional to the sizes
 /// `dr : rl`) costs at most the budget, each element costing 32 value bits
 /// plus `⌈log2(dr)⌉` (resp. `⌈log2(rl)⌉`) index bits.
 ///
 /// # Errors
-/// [`SoftError::Ratio`] for `ρ ∉ (0, 1]`.
-pub fn element_counts(dims: Dims, rho: f64) -> Result<(usize, usize), SoftError> {
+/// [`SoftError::Components`] for `m ∉ 1..=r`.
+pub fn element_counts(dims: Dims, m: usize) -> Result<(usize, usize), SoftError> {
     let Dims { d, l, r } = dims;
-    let total = budget(dims, rho)?.total();
+    let total = budget(dims, m)?.total();
     let (nb, na) = (d * r, r * l);
     if (nb + na) as u64 * VALUE_BITS <= total {
         return Ok((nb, na));
@@ -66,12 +67,13 @@ pub(crate) fn compress(
     base: FactorsView<'_>,
     update: FactorsView<'_>,
     residual: &Residual,
-    rho: f64,
+    m: usize,
 ) -> Result<(Message, Residual), SoftError> {
-    let inp = Inputs::new(method, &base, &update, residual, rho, error_feedback)?;
+    let inp = Inputs::new(method, &base, &update, residual, error_feedback)?;
+    // element_counts checks m against the rank.
+    let (kb, ka) = element_counts(inp.dims, m)?;
     inp.check_finite()?;
     let Dims { d, l, r } = inp.dims;
-    let (kb, ka) = element_counts(inp.dims, rho)?;
     let (ub, ua): (Vec<f32>, Vec<f32>) = match &inp.e {
         Some((eb, ea)) => (
             inp.db.iter().zip(eb.iter()).map(|(x, e)| x + e).collect(),

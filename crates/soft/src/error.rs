@@ -38,11 +38,27 @@ pub enum SoftError {
         /// The offending value.
         value: f64,
     },
-    /// The sparsification ratio is outside `(0, 1]`.
+    /// A sparsification ratio that is not finite or outside `(0, 1]`
+    /// ([`crate::components_for_ratio`]).
     #[error("rho = {rho}: expected a ratio in (0, 1]")]
     Ratio {
         /// The ratio given.
         rho: f64,
+    },
+    /// A kept-component count outside `1..=r`.
+    #[error("kept components m = {m} must be in 1..=r (r = {r})")]
+    Components {
+        /// The count given.
+        m: usize,
+        /// The rank of the factors.
+        r: usize,
+    },
+    /// A rank of zero where a ratio is turned into a component count
+    /// ([`crate::components_for_ratio`]).
+    #[error("rank r = {r}: expected r >= 1")]
+    Rank {
+        /// The rank given.
+        r: usize,
     },
     /// A residual of the wrong kind for the method (e.g. a dense residual
     /// passed to SOFT).
@@ -97,8 +113,10 @@ pub enum SoftError {
         /// The value given.
         value: f64,
     },
-    /// A message whose fields contradict each other (e.g. one deserialised
-    /// from corrupt bytes).
+    /// A message whose fields contradict each other or hold a non-finite
+    /// value (one deserialised from corrupt bytes, or built from parts that
+    /// do not fit, [`crate::Message::from_parts`]); the reason names the
+    /// field.
     #[error("malformed message: {reason}")]
     MalformedMessage {
         /// What is inconsistent.

@@ -189,7 +189,7 @@ pub(crate) fn from_row_major(
     })
 }
 
-/// Keeps SOFT's ratio handling in one place: checks `ρ ∈ (0, 1]`.
+/// Checks a ratio `ρ ∈ (0, 1]` (finite).
 pub(crate) fn check_rho(rho: f64) -> Result<(), SoftError> {
     if rho.is_finite() && rho > 0.0 && rho <= 1.0 {
         Ok(())
@@ -198,15 +198,54 @@ pub(crate) fn check_rho(rho: f64) -> Result<(), SoftError> {
     }
 }
 
-/// `m = ⌈ρ·r⌉`, computed as `⌈ρ·r − 1e−9⌉` so that e.g. `ρ = 0.3, r = 10`
-/// gives 3 despite `0.3·10 = 3.0000000000000004` in floating point; clamped
-/// to `[1, r]`.
-pub(crate) fn kept_components(rho: f64, r: usize) -> usize {
-    #[allow(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        clippy::cast_precision_loss
-    )]
-    let m = (rho * r as f64 - 1e-9).ceil().max(1.0) as usize;
-    m.min(r)
+/// Checks a kept-component count against the rank: `1 ≤ m ≤ r`.
+pub(crate) fn check_components(m: usize, r: usize) -> Result<(), SoftError> {
+    if (1..=r).contains(&m) {
+        Ok(())
+    } else {
+        Err(SoftError::Components { m, r })
+    }
+}
+
+/// The number of rank components kept at ratio `ρ` and rank `r`: the
+/// smallest `m ∈ 1..=r` with `m/r ≥ ρ`, comparing the correctly rounded
+/// quotient `m as f64 / r as f64` with `ρ` (no tolerance). So every ratio
+/// written as `m/r` gives back `m` (`0.3` at `r = 10` gives 3, because
+/// `3.0 / 10.0 == 0.3`), `ρ = 1` gives `r`, and any `ρ ≤ 1/r` gives 1.
+///
+/// This is the one place where a ratio becomes a count; the sparsifiers and
+/// [`crate::budget`] take the count.
+///
+/// ```
+/// use wflora_soft::components_for_ratio;
+/// assert_eq!(components_for_ratio(0.25, 8)?, 2);
+/// assert_eq!(components_for_ratio(0.3, 10)?, 3);
+/// assert_eq!(components_for_ratio(1.0 / 3.0, 8)?, 3);
+/// assert_eq!(components_for_ratio(0.01, 8)?, 1);
+/// assert_eq!(components_for_ratio(1.0, 8)?, 8);
+/// # Ok::<(), wflora_soft::SoftError>(())
+/// ```
+///
+/// # Errors
+/// [`SoftError::Ratio`] for `ρ` not finite or outside `(0, 1]`;
+/// [`SoftError::Rank`] for `r = 0`.
+#[allow(clippy::cast_precision_loss)]
+pub fn components_for_ratio(rho: f64, r: usize) -> Result<usize, SoftError> {
+    check_rho(rho)?;
+    if r == 0 {
+        return Err(SoftError::Rank { r });
+    }
+    // `m ↦ m as f64 / r as f64` is non-decreasing (rounding is monotone) and
+    // is exactly 1 ≥ ρ at m = r: binary search for the first m that reaches ρ.
+    let reaches = |m: usize| m as f64 / r as f64 >= rho;
+    let (mut lo, mut hi) = (1usize, r);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if reaches(mid) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    Ok(lo)
 }

@@ -20,7 +20,7 @@ pub fn importances(
     update: FactorsView<'_>,
     residual: &Residual,
 ) -> Result<Vec<f64>, SoftError> {
-    Inputs::new(MethodKind::Soft, &base, &update, residual, 1.0, true)?.importances(Rule::Soft)
+    Inputs::new(MethodKind::Soft, &base, &update, residual, true)?.importances(Rule::Soft)
 }
 
 /// The `r` SOFT-Δ importances `‖b̃_iã_iᵀ − b_ia_iᵀ‖_F`, from inner products
@@ -33,8 +33,7 @@ pub fn delta_importances(
     update: FactorsView<'_>,
     residual: &Residual,
 ) -> Result<Vec<f64>, SoftError> {
-    Inputs::new(MethodKind::SoftDelta, &base, &update, residual, 1.0, true)?
-        .importances(Rule::Delta)
+    Inputs::new(MethodKind::SoftDelta, &base, &update, residual, true)?.importances(Rule::Delta)
 }
 
 /// `‖b_i‖·‖a_i‖` of plain factors (no update).

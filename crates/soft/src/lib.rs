@@ -8,12 +8,17 @@
 //! server-side counterpart (docs/method.md §1–§2):
 //!
 //! - [`Sparsifier`]: broadcast factors `(Bᵗ, Aᵗ)` + update `(ΔB, ΔA)` +
-//!   residual + ratio `ρ` → [`Message`] + new [`Residual`]. One type per
-//!   method: [`Soft`], [`SoftDelta`], [`SLora`], [`TLora`], [`RLora`],
-//!   [`ILora`]; error feedback on by default in each.
+//!   residual + the number `m ∈ 1..=r` of kept rank components →
+//!   [`Message`] + new [`Residual`]. One type per method: [`Soft`],
+//!   [`SoftDelta`], [`SLora`], [`TLora`], [`RLora`], [`ILora`]; error
+//!   feedback on by default in each.
+//! - Ratios: [`components_for_ratio`] is the one place where a ratio
+//!   `ρ ∈ (0, 1]` becomes `m` (the smallest `m` with `m/r ≥ ρ`).
 //! - Exact bit accounting: [`Message::size`] (values × 32 + index bits), the
-//!   shared [`budget`] at `ρ` (SOFT's: `m(d+l)` values plus `m⌈log2 r⌉` index
-//!   bits, `m = ⌈ρr⌉`), which every method fits.
+//!   shared [`budget`] of `m` components (SOFT's: `m(d+l)` values plus
+//!   `m⌈log2 r⌉` index bits), which every method fits.
+//! - [`Message::from_parts`]: a checked message from its parts, for messages
+//!   that arrive from outside.
 //! - [`aggregate`]: factor-wise for the factor methods, dense sum and rank-`r`
 //!   refactoring for SLoRA.
 //! - What the allocator needs from a client: [`importances`] and the
@@ -36,7 +41,7 @@
 //!
 //! ```
 //! use ndarray::array;
-//! use wflora_soft::{aggregate, budget, FactorsView, Residual, Soft, Sparsifier};
+//! use wflora_soft::{aggregate, budget, components_for_ratio, FactorsView, Residual, Soft, Sparsifier};
 //!
 //! // d = 3, l = 2, r = 2; broadcast factors and one client's update.
 //! let b = array![[1.0f32, 0.0], [0.0, 0.1], [0.0, 0.0]];
@@ -46,11 +51,13 @@
 //! let base = FactorsView::new(b.view(), a.view());
 //! let update = FactorsView::new(db.view(), da.view());
 //!
-//! // ρ = 0.5 keeps m = 1 of the r = 2 components: component 0 (s_0 = 1.5 > s_1 = 0.06).
-//! let (msg, residual) = Soft::default().compress(base, update, &Residual::Zero, 0.5)?;
+//! // Keep m = 1 of the r = 2 components: component 0 (s_0 = 1.5 > s_1 = 0.06).
+//! let (msg, residual) = Soft::default().compress(base, update, &Residual::Zero, 1)?;
 //! assert_eq!(msg.value_count(), 3 + 2); // one column of U_B, one row of U_A
 //! assert_eq!(msg.index_bits(), 1); // ⌈log2 2⌉ = 1 bit for the index
-//! assert!(msg.bits() <= budget(msg.dims(), 0.5)?.total());
+//! assert!(msg.bits() <= budget(msg.dims(), 1)?.total());
+//! // A ratio ρ = 0.5 is the same m = 1 of r = 2.
+//! assert_eq!(components_for_ratio(0.5, 2)?, 1);
 //!
 //! // The server moves the factors by p·C(U); component 1 waits in the residual.
 //! let new = aggregate(base, &[(1.0, &msg)])?;
@@ -78,7 +85,7 @@ mod sparsifier;
 
 pub use elements::element_counts;
 pub use error::SoftError;
-pub use factors::{Dims, Factors, FactorsView, Residual};
+pub use factors::{Dims, Factors, FactorsView, Residual, components_for_ratio};
 pub use importance::{
     OrthogonalityReport, delta_importances, dropped_energy, factor_importances, importances,
     orthogonality_report,

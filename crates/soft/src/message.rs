@@ -1,6 +1,6 @@
 //! Messages, their exact size in bits, the bit budget, and decoding.
 
-use crate::factors::{check_rho, from_row_major, kept_components};
+use crate::factors::{check_components, from_row_major};
 use crate::{Dims, Factors, MethodKind, SoftError};
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
@@ -35,18 +35,20 @@ impl Bits {
     }
 }
 
-/// The bit budget of one adapted matrix at ratio `ρ`: that of SOFT keeping
-/// `m = ⌈ρ·r⌉` components, `m(d+l)` values plus `m⌈log2 r⌉` index bits
-/// (docs/method.md §2). Every method's message fits in it.
+/// The bit budget of one adapted matrix when `m` of its `r` rank components
+/// are kept: that of SOFT sending them, `m(d+l)` values plus `m⌈log2 r⌉`
+/// index bits (docs/method.md §2). Every method's message at the same `m`
+/// fits in it. A ratio `ρ` becomes `m` through
+/// [`crate::components_for_ratio`].
 ///
 /// The budget always counts the index bits, also at `m = r`, where SOFT
 /// itself sends no indices (a message carrying everything needs none).
 ///
 /// # Errors
-/// [`SoftError::Ratio`] for `ρ ∉ (0, 1]`.
-pub fn budget(dims: Dims, rho: f64) -> Result<Bits, SoftError> {
-    check_rho(rho)?;
-    let m = kept_components(rho, dims.r) as u64;
+/// [`SoftError::Components`] for `m ∉ 1..=r`.
+pub fn budget(dims: Dims, m: usize) -> Result<Bits, SoftError> {
+    check_components(m, dims.r)?;
+    let m = m as u64;
     Ok(Bits {
         values: m * (dims.d + dims.l) as u64,
         index_bits: m * index_bits_for(dims.r),
@@ -127,12 +129,47 @@ pub enum Decoded {
 }
 
 impl Message {
+    /// A message made by this crate's sparsifiers (consistent by
+    /// construction, not checked).
     pub(crate) fn new(method: MethodKind, dims: Dims, payload: Payload) -> Self {
         Self {
             method,
             dims,
             payload,
         }
+    }
+
+    /// A message from its parts, checked: for messages that arrive from
+    /// outside (decoded off a wire). A message that a [`crate::Sparsifier`]
+    /// made passes unchanged:
+    /// `Message::from_parts(msg.method(), msg.dims(), msg.payload().clone())`
+    /// gives `msg` back.
+    ///
+    /// The checks are those of [`Message::decode`]: `d`, `l` and `r` are all
+    /// at least 1 (and their products fit a `usize`); the payload kind fits
+    /// the method ([`Payload::Components`] for SOFT, SOFT-Δ and ILoRA,
+    /// [`Payload::Elements`] for TLoRA and RLoRA, [`Payload::Triplets`] for
+    /// SLoRA); every [`Support::Some`] is strictly increasing, in range and
+    /// no longer than the positions it indexes (`r` components, `d·r`
+    /// elements of `U_B`, `r·l` of `U_A`); the value counts match
+    /// (components: `b` is `d·m` and `a` is `m·l` with `m` the support's
+    /// length, `r` for [`Support::All`]; elements: `len` is `d·r` resp.
+    /// `r·l` and there is one value per position, `len` for
+    /// [`Support::All`]; triplets: `rank ≤ r`, `u` is `d·rank` and `vt` is
+    /// `rank·l`); and every value is finite.
+    ///
+    /// # Errors
+    /// [`SoftError::MalformedMessage`], its reason naming the field at fault
+    /// (`dims`, `method`, `payload.support`, `payload.b`, `payload.a.len`,
+    /// `payload.rank`, `payload.u`, …).
+    pub fn from_parts(method: MethodKind, dims: Dims, payload: Payload) -> Result<Self, SoftError> {
+        let msg = Self {
+            method,
+            dims,
+            payload,
+        };
+        msg.validate()?;
+        Ok(msg)
     }
 
     /// The method that made it.
@@ -205,7 +242,8 @@ impl Message {
     ///
     /// # Errors
     /// [`SoftError::MalformedMessage`] if the fields contradict each other
-    /// (possible only for a message deserialised from corrupt data).
+    /// (possible only for a message deserialised from corrupt data: see
+    /// [`Message::from_parts`] for the checks).
     pub fn decode(&self) -> Result<Decoded, SoftError> {
         self.validate()?;
         let Dims { d, l, r } = self.dims;
@@ -291,76 +329,107 @@ impl Message {
         }
     }
 
-    /// Checks that the fields agree with each other and hold finite values.
+    /// Checks that the fields agree with each other and hold finite values
+    /// (the checks listed at [`Message::from_parts`]).
     pub(crate) fn validate(&self) -> Result<(), SoftError> {
         let Dims { d, l, r } = self.dims;
         if d == 0 || l == 0 || r == 0 {
-            return bad(format!("dims (d, l, r) = ({d}, {l}, {r}) has a zero"));
+            return bad(format!(
+                "dims: (d, l, r) = ({d}, {l}, {r}), expected all >= 1"
+            ));
         }
         let mul = |x: usize, y: usize| {
             x.checked_mul(y).ok_or_else(|| SoftError::MalformedMessage {
-                reason: format!("size {x}×{y} overflows"),
+                reason: format!("dims: size {x}×{y} overflows"),
             })
         };
         let (dr, rl) = (mul(d, r)?, mul(r, l)?);
         mul(d, l)?;
-        let kind_ok = matches!(
-            (self.method, &self.payload),
-            (
-                MethodKind::Soft | MethodKind::SoftDelta | MethodKind::ILora,
-                Payload::Components { .. }
-            ) | (
-                MethodKind::TLora | MethodKind::RLora,
-                Payload::Elements { .. }
-            ) | (MethodKind::SLora, Payload::Triplets { .. })
-        );
-        if !kind_ok {
-            return bad(format!("{} cannot carry this payload kind", self.method));
+        let carried = match &self.payload {
+            Payload::Components { .. } => "Components",
+            Payload::Elements { .. } => "Elements",
+            Payload::Triplets { .. } => "Triplets",
+        };
+        let wanted = match self.method {
+            MethodKind::Soft | MethodKind::SoftDelta | MethodKind::ILora => "Components",
+            MethodKind::TLora | MethodKind::RLora => "Elements",
+            MethodKind::SLora => "Triplets",
+        };
+        if carried != wanted {
+            return bad(format!(
+                "method: {} sends a {wanted} payload, this message carries {carried}",
+                self.method
+            ));
         }
-        let values: &[&[f32]] = match &self.payload {
+        let values: [(&str, &[f32]); 2] = match &self.payload {
             Payload::Components { support, b, a } => {
-                let m = check_support(support, r, "component")?;
-                if b.len() != d * m || a.len() != m * l {
+                let m = check_support(support, r, "payload.support", "component")?;
+                // m ≤ r, so d·m and m·l do not overflow (d·r and r·l do not).
+                if b.len() != d * m {
                     return bad(format!(
-                        "{m} components need {} + {} values, got {} + {}",
+                        "payload.b: {m} components need d·m = {} values, got {}",
                         d * m,
+                        b.len()
+                    ));
+                }
+                if a.len() != m * l {
+                    return bad(format!(
+                        "payload.a: {m} components need m·l = {} values, got {}",
                         m * l,
-                        b.len(),
                         a.len()
                     ));
                 }
-                &[b, a]
+                [("payload.b", b), ("payload.a", a)]
             }
             Payload::Elements { b, a } => {
-                for (s, n, name) in [(b, dr, "U_B"), (a, rl, "U_A")] {
+                for (s, n, side, size) in [(b, dr, "payload.b", "d·r"), (a, rl, "payload.a", "r·l")]
+                {
                     if s.len != n {
-                        return bad(format!("{name} has {n} elements, message says {}", s.len));
+                        return bad(format!(
+                            "{side}.len: {} positions, expected {size} = {n}",
+                            s.len
+                        ));
                     }
-                    let k = check_support(&s.support, n, name)?;
+                    let field = format!("{side}.support");
+                    let k = check_support(&s.support, n, &field, "element")?;
                     if s.values.len() != k {
                         return bad(format!(
-                            "{name}: {k} positions but {} values",
+                            "{side}.values: {} values for {k} positions",
                             s.values.len()
                         ));
                     }
                 }
-                &[&b.values, &a.values]
+                [
+                    ("payload.b.values", &b.values),
+                    ("payload.a.values", &a.values),
+                ]
             }
             Payload::Triplets { rank, u, vt } => {
-                if u.len() != mul(d, *rank)? || vt.len() != mul(*rank, l)? {
+                if *rank > r {
+                    return bad(format!("payload.rank: {rank} triplets, at most r = {r}"));
+                }
+                // rank ≤ r: no overflow either.
+                if u.len() != d * rank {
                     return bad(format!(
-                        "{rank} triplets need {} + {} values, got {} + {}",
+                        "payload.u: {rank} triplets need d·rank = {} values, got {}",
                         d * rank,
+                        u.len()
+                    ));
+                }
+                if vt.len() != rank * l {
+                    return bad(format!(
+                        "payload.vt: {rank} triplets need rank·l = {} values, got {}",
                         rank * l,
-                        u.len(),
                         vt.len()
                     ));
                 }
-                &[u, vt]
+                [("payload.u", u), ("payload.vt", vt)]
             }
         };
-        if values.iter().any(|v| v.iter().any(|x| !x.is_finite())) {
-            return bad("a value is NaN or infinite".to_owned());
+        for (field, v) in values {
+            if let Some((i, x)) = v.iter().enumerate().find(|(_, x)| !x.is_finite()) {
+                return bad(format!("{field}[{i}] = {x}: expected a finite value"));
+            }
         }
         Ok(())
     }
@@ -378,15 +447,21 @@ fn bad<T>(reason: String) -> Result<T, SoftError> {
 }
 
 /// Checks a support against `n` positions and returns its size.
-fn check_support(support: &Support, n: usize, what: &str) -> Result<usize, SoftError> {
+fn check_support(support: &Support, n: usize, field: &str, what: &str) -> Result<usize, SoftError> {
     match support {
         Support::All => Ok(n),
         Support::Some(ix) => {
-            if ix.windows(2).any(|w| w[0] >= w[1]) {
-                return bad(format!("{what} indices are not strictly increasing"));
+            if ix.len() > n {
+                return bad(format!("{field}: {} {what} indices, at most {n}", ix.len()));
             }
-            if ix.last().is_some_and(|&i| i >= n) {
-                return bad(format!("{what} index out of range 0..{n}"));
+            if let Some(w) = ix.windows(2).find(|w| w[0] >= w[1]) {
+                return bad(format!(
+                    "{field}: {what} indices not strictly increasing ({} then {})",
+                    w[0], w[1]
+                ));
+            }
+            if let Some(&i) = ix.last().filter(|&&i| i >= n) {
+                return bad(format!("{field}: {what} index {i} out of range 0..{n}"));
             }
             Ok(ix.len())
         }

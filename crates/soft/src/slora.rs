@@ -2,7 +2,7 @@
 //! rank-`r` refactoring.
 
 use crate::factors::{
-    base_dims, check_finite, check_pair, check_rho, expect_shape, from_row_major,
+    base_dims, check_components, check_finite, check_pair, expect_shape, from_row_major,
 };
 use crate::linalg::{lowrank_svd, thin_svd_mat};
 use crate::message::{Payload, VALUE_BITS};
@@ -10,16 +10,16 @@ use crate::{Dims, Factors, FactorsView, Message, MethodKind, Residual, SoftError
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat};
 
-/// Number of SLoRA triplets that fit the bit budget at `ρ`: one triplet is
-/// `d + l` values and no index bits (σ folded into `u`), so
-/// `m' = ⌊budget / (32(d+l))⌋` (which is `m = ⌈ρr⌉` unless the budget's index
-/// bits add up to a whole triplet), capped at `min(d, l)`.
+/// Number of SLoRA triplets that fit the bit budget of `m` kept components
+/// ([`budget`]): one triplet is `d + l` values and no index bits (σ folded
+/// into `u`), so `m' = ⌊budget / (32(d+l))⌋` (which is `m` unless the
+/// budget's index bits add up to a whole triplet), capped at `min(d, l)`.
 ///
 /// # Errors
-/// [`SoftError::Ratio`] for `ρ ∉ (0, 1]`.
-pub fn slora_triplets(dims: Dims, rho: f64) -> Result<usize, SoftError> {
+/// [`SoftError::Components`] for `m ∉ 1..=r`.
+pub fn slora_triplets(dims: Dims, m: usize) -> Result<usize, SoftError> {
     let per = (dims.d + dims.l) as u64 * VALUE_BITS;
-    let k = usize::try_from(budget(dims, rho)?.total() / per).unwrap_or(usize::MAX);
+    let k = usize::try_from(budget(dims, m)?.total() / per).unwrap_or(usize::MAX);
     Ok(k.min(dims.d.min(dims.l)))
 }
 
@@ -29,9 +29,8 @@ pub(crate) fn compress(
     base: FactorsView<'_>,
     update: FactorsView<'_>,
     residual: &Residual,
-    rho: f64,
+    m: usize,
 ) -> Result<(Message, Residual), SoftError> {
-    check_rho(rho)?;
     let dims = base_dims(&base)?;
     let Dims { d, l, r } = dims;
     check_pair(&update, dims, "update.b", "update.a")?;
@@ -49,6 +48,7 @@ pub(crate) fn compress(
             });
         }
     };
+    check_components(m, r)?;
     check_finite("base.b", &base.b)?;
     check_finite("base.a", &base.a)?;
     check_finite("update.b", &update.b)?;
@@ -56,7 +56,7 @@ pub(crate) fn compress(
     if let Some(e) = e {
         check_finite("residual", &e.view())?;
     }
-    let k = slora_triplets(dims, rho)?;
+    let k = slora_triplets(dims, m)?;
 
     // ΔW = B̃Ã − BᵗAᵗ + E = ΔB·Ã + Bᵗ·ΔA + E (no cancellation), in f64.
     let par = faer::get_global_parallelism();

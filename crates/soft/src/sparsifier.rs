@@ -20,20 +20,24 @@ pub trait Sparsifier {
     /// Which method this is.
     fn kind(&self) -> MethodKind;
 
-    /// Compresses one client's update of one adapted matrix at ratio
-    /// `ρ ∈ (0, 1]`; returns the message and the new residual.
+    /// Compresses one client's update of one adapted matrix into the bit
+    /// budget of `m` kept rank components, `1 ≤ m ≤ r` with `r` the rank of
+    /// the factors ([`crate::budget`]; a ratio `ρ` becomes `m` through
+    /// [`crate::components_for_ratio`]); returns the message and the new
+    /// residual.
     ///
     /// # Errors
-    /// [`SoftError::Ratio`], [`SoftError::Empty`], [`SoftError::Shape`]
-    /// (between `base.b` and `base.a`, and of `update`/`residual` against
-    /// `base`), [`SoftError::NonFinite`], [`SoftError::ResidualKind`], and
+    /// [`SoftError::Empty`], [`SoftError::Shape`] (between `base.b` and
+    /// `base.a`, and of `update`/`residual` against `base`),
+    /// [`SoftError::ResidualKind`], [`SoftError::Components`] for
+    /// `m ∉ 1..=r` (checked after the shapes), [`SoftError::NonFinite`], and
     /// for SLoRA [`SoftError::SvdNoConvergence`].
     fn compress(
         &self,
         base: FactorsView<'_>,
         update: FactorsView<'_>,
         residual: &Residual,
-        rho: f64,
+        m: usize,
     ) -> Result<(Message, Residual), SoftError>;
 }
 
@@ -109,7 +113,7 @@ impl fmt::Display for MethodKind {
 }
 
 macro_rules! method {
-    ($(#[$doc:meta])* $name:ident, $kind:expr, |$s:ident, $base:ident, $upd:ident, $res:ident, $rho:ident| $body:expr) => {
+    ($(#[$doc:meta])* $name:ident, $kind:expr, |$s:ident, $base:ident, $upd:ident, $res:ident, $m:ident| $body:expr) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
         pub struct $name {
@@ -134,7 +138,7 @@ macro_rules! method {
                 $base: FactorsView<'_>,
                 $upd: FactorsView<'_>,
                 $res: &Residual,
-                $rho: f64,
+                $m: usize,
             ) -> Result<(Message, Residual), SoftError> {
                 let $s = self;
                 $body
@@ -144,14 +148,14 @@ macro_rules! method {
 }
 
 method!(
-    /// SOFT: keeps the `m = ⌈ρr⌉` rank components with the largest
+    /// SOFT: keeps the `m` rank components with the largest
     /// `s_i = ‖B̃[:, i]‖·‖Ã[i, :]‖` on the error-compensated factors
     /// `B̃ = Bᵗ + U_B`, `Ã = Aᵗ + U_A`, and sends their `(U_B[:, i], U_A[i, :])`
     /// with their indices (none when `m = r`). Cost `O(r(d+l))`.
     Soft,
     MethodKind::Soft,
-    |s, base, update, residual, rho| component::compress(
-        MethodKind::Soft, Rule::Soft, s.error_feedback, base, update, residual, rho
+    |s, base, update, residual, m| component::compress(
+        MethodKind::Soft, Rule::Soft, s.error_feedback, base, update, residual, m
     )
 );
 
@@ -161,19 +165,19 @@ method!(
     /// `‖b̃‖²‖ã‖² + ‖b‖²‖a‖² − 2(b̃·b)(ã·a)` (clamped at 0 against rounding).
     SoftDelta,
     MethodKind::SoftDelta,
-    |s, base, update, residual, rho| component::compress(
-        MethodKind::SoftDelta, Rule::Delta, s.error_feedback, base, update, residual, rho
+    |s, base, update, residual, m| component::compress(
+        MethodKind::SoftDelta, Rule::Delta, s.error_feedback, base, update, residual, m
     )
 );
 
 method!(
     /// ILoRA: sends the whole error-compensated update, no indices, whatever
-    /// `ρ` (which is still validated): the uncompressed upper line, whose
-    /// message is the `ρ = 1` budget.
+    /// `m` (which is still validated, `1 ≤ m ≤ r`): the uncompressed upper
+    /// line, whose message is the `m = r` budget.
     ILora,
     MethodKind::ILora,
-    |s, base, update, residual, rho| component::compress(
-        MethodKind::ILora, Rule::All, s.error_feedback, base, update, residual, rho
+    |s, base, update, residual, m| component::compress(
+        MethodKind::ILora, Rule::All, s.error_feedback, base, update, residual, m
     )
 );
 
@@ -184,8 +188,8 @@ method!(
     /// SOFT's. It breaks the pairing of `b_i` with `a_i`.
     TLora,
     MethodKind::TLora,
-    |s, base, update, residual, rho| elements::compress(
-        MethodKind::TLora, Pick::Top, s.error_feedback, base, update, residual, rho
+    |s, base, update, residual, m| elements::compress(
+        MethodKind::TLora, Pick::Top, s.error_feedback, base, update, residual, m
     )
 );
 
@@ -195,13 +199,13 @@ method!(
     /// [`crate::slora_triplets`] triplets with `σ` folded into `u`
     /// (`d + l` values and no index per triplet); `E` keeps the rest.
     ///
-    /// At `ρ = 1` it sends `r` triplets while `ΔW = ΔB·Ã + Bᵗ·ΔA (+ E)` can
+    /// At `m = r` it sends `r` triplets while `ΔW = ΔB·Ã + Bᵗ·ΔA (+ E)` can
     /// have rank up to `2r` (or more with `E`), so unlike the factor methods
-    /// it is lossless at `ρ = 1` only when `rank(ΔW) ≤ r`.
+    /// it is lossless at `m = r` only when `rank(ΔW) ≤ r`.
     SLora,
     MethodKind::SLora,
-    |s, base, update, residual, rho| slora::compress(
-        s.error_feedback, base, update, residual, rho
+    |s, base, update, residual, m| slora::compress(
+        s.error_feedback, base, update, residual, m
     )
 );
 
@@ -240,7 +244,7 @@ impl Sparsifier for RLora {
         base: FactorsView<'_>,
         update: FactorsView<'_>,
         residual: &Residual,
-        rho: f64,
+        m: usize,
     ) -> Result<(Message, Residual), SoftError> {
         elements::compress(
             MethodKind::RLora,
@@ -249,7 +253,7 @@ impl Sparsifier for RLora {
             base,
             update,
             residual,
-            rho,
+            m,
         )
     }
 }

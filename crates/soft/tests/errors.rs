@@ -21,7 +21,7 @@ fn shape_errors_name_the_field() {
             FactorsView::new(c.base.b.view(), bad_a.view()),
             c.update.view(),
             &Residual::Zero,
-            0.5,
+            2,
         )
         .unwrap_err();
     assert_eq!(
@@ -39,7 +39,7 @@ fn shape_errors_name_the_field() {
             c.base.view(),
             FactorsView::new(bad_b.view(), c.update.a.view()),
             &Residual::Zero,
-            0.5,
+            2,
         )
         .unwrap_err();
     assert_eq!(
@@ -53,7 +53,7 @@ fn shape_errors_name_the_field() {
     // residual of the wrong shape
     let res = Residual::Factors(Factors::new(c.base.b.clone(), Array2::zeros((3, 4))));
     let err = s
-        .compress(c.base.view(), c.update.view(), &res, 0.5)
+        .compress(c.base.view(), c.update.view(), &res, 2)
         .unwrap_err();
     assert_eq!(
         err,
@@ -70,7 +70,7 @@ fn shape_errors_name_the_field() {
             c.base.view(),
             c.update.view(),
             &Residual::Dense(Array2::zeros((5, 6))),
-            0.5,
+            2,
         )
         .unwrap_err();
     assert_eq!(
@@ -89,7 +89,7 @@ fn shape_errors_name_the_field() {
             FactorsView::new(e.view(), e2.view()),
             FactorsView::new(e.view(), e2.view()),
             &Residual::Zero,
-            0.5,
+            1,
         )
         .unwrap_err();
     assert_eq!(
@@ -103,35 +103,63 @@ fn shape_errors_name_the_field() {
 }
 
 #[test]
-fn ratio_outside_the_unit_interval_is_rejected_by_every_method() {
+fn components_outside_one_to_r_are_rejected_by_every_method() {
     let c = client(2, 4, 4, 2, false);
     for kind in MethodKind::ALL {
-        for rho in [0.0, -0.5, 1.5, f64::NAN, f64::INFINITY] {
+        for m in [0, 3, usize::MAX] {
             let err = kind
                 .sparsifier(true, 0)
-                .compress(c.base.view(), c.update.view(), &Residual::Zero, rho)
+                .compress(c.base.view(), c.update.view(), &Residual::Zero, m)
                 .unwrap_err();
-            assert!(
-                matches!(err, SoftError::Ratio { .. }),
-                "{kind} {rho}: {err}"
-            );
+            assert_eq!(err, SoftError::Components { m, r: 2 }, "{kind} {m}");
         }
     }
-    assert!(matches!(
-        wflora_soft::budget(wflora_soft::Dims { d: 1, l: 1, r: 1 }, 0.0),
-        Err(SoftError::Ratio { .. })
-    ));
+    let dims = wflora_soft::Dims { d: 1, l: 1, r: 8 };
+    let err = wflora_soft::budget(dims, 0).unwrap_err();
+    assert_eq!(err, SoftError::Components { m: 0, r: 8 });
+    assert_eq!(
+        err.to_string(),
+        "kept components m = 0 must be in 1..=r (r = 8)"
+    );
+    assert_eq!(
+        wflora_soft::element_counts(dims, 9).unwrap_err(),
+        SoftError::Components { m: 9, r: 8 }
+    );
+    assert_eq!(
+        wflora_soft::slora_triplets(dims, 0).unwrap_err(),
+        SoftError::Components { m: 0, r: 8 }
+    );
+}
+
+#[test]
+fn ratio_outside_the_unit_interval_is_rejected_by_the_conversion() {
+    for rho in [
+        0.0,
+        -0.0,
+        -0.5,
+        1.5,
+        1.0 + f64::EPSILON,
+        f64::NAN,
+        f64::INFINITY,
+    ] {
+        let err = wflora_soft::components_for_ratio(rho, 8).unwrap_err();
+        assert!(matches!(err, SoftError::Ratio { .. }), "{rho}: {err}");
+    }
+    assert_eq!(
+        wflora_soft::components_for_ratio(0.5, 0).unwrap_err(),
+        SoftError::Rank { r: 0 }
+    );
 }
 
 #[test]
 fn non_finite_values_are_located() {
     for kind in MethodKind::ALL {
-        for rho in [0.5, 1.0] {
+        for m in [2, 3] {
             let mut c = client(3, 5, 7, 3, false);
             c.update.a[[1, 4]] = f32::NAN;
             let err = kind
                 .sparsifier(true, 0)
-                .compress(c.base.view(), c.update.view(), &Residual::Zero, rho)
+                .compress(c.base.view(), c.update.view(), &Residual::Zero, m)
                 .unwrap_err();
             assert!(
                 matches!(
@@ -149,7 +177,7 @@ fn non_finite_values_are_located() {
             c.base.b[[4, 2]] = f32::NEG_INFINITY;
             let err = kind
                 .sparsifier(true, 0)
-                .compress(c.base.view(), c.update.view(), &Residual::Zero, rho)
+                .compress(c.base.view(), c.update.view(), &Residual::Zero, m)
                 .unwrap_err();
             assert!(
                 matches!(
@@ -198,7 +226,7 @@ fn residual_of_the_wrong_kind() {
             c.base.view(),
             c.update.view(),
             &Residual::Dense(Array2::zeros((5, 4))),
-            0.5,
+            1,
         )
         .unwrap_err();
     assert!(
@@ -217,7 +245,7 @@ fn residual_of_the_wrong_kind() {
             c.base.view(),
             c.update.view(),
             &Residual::Factors(Factors::zeros(wflora_soft::Dims { d: 5, l: 4, r: 2 })),
-            0.5,
+            1,
         )
         .unwrap_err();
     assert!(
@@ -237,11 +265,11 @@ fn aggregation_errors() {
     let c = client(5, 6, 5, 3, true);
     let (soft, _) = MethodKind::Soft
         .sparsifier(true, 0)
-        .compress(c.base.view(), c.update.view(), &c.residual, 0.5)
+        .compress(c.base.view(), c.update.view(), &c.residual, 2)
         .unwrap();
     let (tl, _) = MethodKind::TLora
         .sparsifier(true, 0)
-        .compress(c.base.view(), c.update.view(), &c.residual, 0.5)
+        .compress(c.base.view(), c.update.view(), &c.residual, 2)
         .unwrap();
     let err = aggregate(c.base.view(), &[(0.5, &soft), (0.5, &tl)]).unwrap_err();
     assert_eq!(
@@ -273,7 +301,7 @@ fn corrupt_messages_are_rejected() {
     let c = client(6, 6, 5, 4, true);
     let (soft, _) = MethodKind::Soft
         .sparsifier(true, 0)
-        .compress(c.base.view(), c.update.view(), &c.residual, 0.5)
+        .compress(c.base.view(), c.update.view(), &c.residual, 2)
         .unwrap();
     let json = serde_json::to_value(&soft).unwrap();
     let corrupt = |f: &dyn Fn(&mut serde_json::Value)| {

@@ -87,6 +87,11 @@ fn decoded_factors(msg: &Message) -> Factors {
     }
 }
 
+/// A kept-component count in `1..=r` from a uniform draw `mf ∈ [0, 1)`.
+fn kept(r: usize, mf: f64) -> usize {
+    (1 + (r as f64 * mf) as usize).min(r)
+}
+
 fn factor_methods(seed: u64) -> Vec<Box<dyn Sparsifier>> {
     vec![
         Box::new(Soft::default()),
@@ -111,7 +116,7 @@ proptest! {
         let m = 1 + ((r - 1) as f64 * mf) as usize;
         let (base, update, residual, sig) = orthogonal_client(seed, d, l, r);
         let (msg, _) = Soft::default()
-            .compress(base.view(), update.view(), &residual, m as f64 / r as f64)
+            .compress(base.view(), update.view(), &residual, m)
             .unwrap();
         let kept = kept_components(&msg);
         // the components of the m largest σ_i = β_iα_i, by construction
@@ -142,11 +147,12 @@ proptest! {
     #[test]
     fn error_feedback_is_exact_for_factor_methods(
         seed in any::<u64>(), d in 1usize..24, l in 1usize..24, r in 1usize..8,
-        rho in 0.01f64..=1.0, with_res in any::<bool>(),
+        mf in 0.0f64..1.0, with_res in any::<bool>(),
     ) {
+        let m = kept(r, mf);
         let c = client(seed, d, l, r, with_res);
         for method in factor_methods(seed) {
-            let (msg, res) = method.compress(c.base.view(), c.update.view(), &c.residual, rho).unwrap();
+            let (msg, res) = method.compress(c.base.view(), c.update.view(), &c.residual, m).unwrap();
             let dec = decoded_factors(&msg);
             let Residual::Factors(e_new) = res else { panic!("EF on returns a factor residual") };
             let (want_b, want_a) = match &c.residual {
@@ -165,13 +171,14 @@ proptest! {
     /// SLoRA's bookkeeping, to f32 rounding: decode + E' = ΔB·Ã + Bᵗ·ΔA + E.
     #[test]
     fn error_feedback_is_exact_for_slora(
-        seed in any::<u64>(), d in 1usize..16, l in 1usize..16, r in 1usize..5, rho in 0.01f64..=1.0,
+        seed in any::<u64>(), d in 1usize..16, l in 1usize..16, r in 1usize..5, mf in 0.0f64..1.0,
     ) {
+        let m = kept(r, mf);
         let c = client(seed, d, l, r, false);
         let mut rng = StdRng::seed_from_u64(seed ^ 1);
         let e_old = gauss(&mut rng, d, l, 0.05);
         let (msg, res) = SLora::default()
-            .compress(c.base.view(), c.update.view(), &Residual::Dense(e_old.clone()), rho)
+            .compress(c.base.view(), c.update.view(), &Residual::Dense(e_old.clone()), m)
             .unwrap();
         let Decoded::Dense(w) = msg.decode().unwrap() else { panic!("dense") };
         let Residual::Dense(e_new) = res else { panic!("dense residual") };
@@ -182,21 +189,21 @@ proptest! {
     }
 
     /// Bits: each method's count equals an independent recount from its
-    /// payload, and every method fits SOFT's budget at the same ρ.
+    /// payload, and every method fits SOFT's budget at the same m.
     #[test]
     fn bits_match_recount_and_fit_the_budget(
-        seed in any::<u64>(), d in 1usize..40, l in 1usize..40, r in 1usize..9, rho in 0.01f64..=1.0,
+        seed in any::<u64>(), d in 1usize..40, l in 1usize..40, r in 1usize..9, mf in 0.0f64..1.0,
     ) {
         let c = client(seed, d, l, r, true);
-        // SOFT's budget, independently: m = ⌈ρr⌉ by integer search.
-        let m = (1..=r).find(|&m| m as f64 >= rho * r as f64 - 1e-9).unwrap();
+        let m = kept(r, mf);
+        // SOFT's budget, independently.
         let budget_bits = (m * (d + l)) as u64 * 32 + m as u64 * ceil_log2(r);
-        prop_assert_eq!(budget(Dims { d, l, r }, rho).unwrap().total(), budget_bits);
+        prop_assert_eq!(budget(Dims { d, l, r }, m).unwrap().total(), budget_bits);
         let mut all: Vec<Box<dyn Sparsifier>> = factor_methods(seed);
         all.push(Box::new(SLora::default()));
         for method in all {
             let residual = if method.kind() == MethodKind::SLora { Residual::Zero } else { c.residual.clone() };
-            let (msg, _) = method.compress(c.base.view(), c.update.view(), &residual, rho).unwrap();
+            let (msg, _) = method.compress(c.base.view(), c.update.view(), &residual, m).unwrap();
             let recount = match msg.payload() {
                 Payload::Components { support, b, a } => {
                     let ix = match support { Support::All => 0, Support::Some(ix) => ix.len() as u64 * ceil_log2(r) };
@@ -213,7 +220,7 @@ proptest! {
             };
             prop_assert_eq!(msg.bits(), recount, "{}", method.kind());
             prop_assert_eq!(msg.bits(), msg.value_count() * 32 + msg.index_bits());
-            if method.kind() != MethodKind::ILora || rho == 1.0 {
+            if method.kind() != MethodKind::ILora || m == r {
                 prop_assert!(msg.bits() <= budget_bits, "{} {} > {}", method.kind(), msg.bits(), budget_bits);
             }
             if method.kind() == MethodKind::Soft || method.kind() == MethodKind::SoftDelta {
@@ -223,7 +230,7 @@ proptest! {
             }
         }
         // TLoRA: the counts are maximal (one more element would not fit) unless all are sent
-        let (kb, ka) = element_counts(Dims { d, l, r }, rho).unwrap();
+        let (kb, ka) = element_counts(Dims { d, l, r }, m).unwrap();
         if kb + ka < r * (d + l) {
             let k = kb + ka + 1;
             let kb1 = k * d / (d + l);
@@ -233,14 +240,14 @@ proptest! {
         }
     }
 
-    /// ρ = 1 is lossless for every factor method: all of U is sent, no indices,
-    /// and the residual is zero.
+    /// m = r is lossless for every factor method: all of U is sent, no
+    /// indices, and the residual is zero.
     #[test]
-    fn rho_one_is_lossless(seed in any::<u64>(), d in 1usize..20, l in 1usize..20, r in 1usize..6) {
+    fn keeping_every_component_is_lossless(seed in any::<u64>(), d in 1usize..20, l in 1usize..20, r in 1usize..6) {
         let c = client(seed, d, l, r, true);
         let Residual::Factors(e) = &c.residual else { unreachable!() };
         for method in factor_methods(seed) {
-            let (msg, res) = method.compress(c.base.view(), c.update.view(), &c.residual, 1.0).unwrap();
+            let (msg, res) = method.compress(c.base.view(), c.update.view(), &c.residual, r).unwrap();
             prop_assert_eq!(msg.index_bits(), 0);
             prop_assert_eq!(msg.value_count(), (r * (d + l)) as u64);
             let dec = decoded_factors(&msg);
@@ -320,7 +327,7 @@ fn dropped_energy_by_hand() {
 
 #[test]
 fn soft_by_hand() {
-    // B̃ columns have norms (3, 1), Ã rows (1, 4): s = (3, 4), so ρ = 0.5 keeps
+    // B̃ columns have norms (3, 1), Ã rows (1, 4): s = (3, 4), so m = 1 keeps
     // component 1.
     let b = ndarray::array![[3.0f32, 0.0], [0.0, 1.0]];
     let a = ndarray::array![[1.0f32, 0.0, 0.0], [0.0, 0.0, 4.0]];
@@ -333,7 +340,7 @@ fn soft_by_hand() {
         vec![3.0, 4.0]
     );
     let (msg, res) = Soft::default()
-        .compress(base, upd, &Residual::Zero, 0.5)
+        .compress(base, upd, &Residual::Zero, 1)
         .unwrap();
     assert_eq!(kept_components(&msg), vec![1]);
     let Payload::Components { b: mb, a: ma, .. } = msg.payload() else {
@@ -361,7 +368,7 @@ fn soft_sees_the_first_round_where_delta_a_is_blind() {
     let base = FactorsView::new(bt.view(), at.view());
     let upd = FactorsView::new(db.view(), da.view());
     let (msg, _) = Soft::default()
-        .compress(base, upd, &Residual::Zero, 0.25)
+        .compress(base, upd, &Residual::Zero, 1)
         .unwrap();
     assert_eq!(kept_components(&msg), vec![2]);
 }
@@ -378,10 +385,10 @@ fn error_feedback_off_discards_the_residual() {
         let off = kind.sparsifier(false, 11);
         let on = kind.sparsifier(true, 11);
         let (m_off, r_off) = off
-            .compress(c.base.view(), c.update.view(), &residual, 0.5)
+            .compress(c.base.view(), c.update.view(), &residual, 2)
             .unwrap();
         let (m_on_zero, _) = on
-            .compress(c.base.view(), c.update.view(), &Residual::Zero, 0.5)
+            .compress(c.base.view(), c.update.view(), &Residual::Zero, 2)
             .unwrap();
         assert_eq!(r_off, Residual::Zero, "{kind}");
         assert_eq!(m_off, m_on_zero, "{kind}: EF off ignores the residual");
@@ -394,7 +401,7 @@ fn rlora_is_reproducible_by_seed() {
     let c = client(5, 32, 24, 4, true);
     let run = |seed| {
         RLora::new(seed)
-            .compress(c.base.view(), c.update.view(), &c.residual, 0.25)
+            .compress(c.base.view(), c.update.view(), &c.residual, 1)
             .unwrap()
     };
     assert_eq!(run(1), run(1));
@@ -412,7 +419,7 @@ fn rlora_is_reproducible_by_seed() {
 fn tlora_keeps_the_largest_magnitudes() {
     let c = client(9, 16, 12, 4, false);
     let (msg, _) = TLora::default()
-        .compress(c.base.view(), c.update.view(), &Residual::Zero, 0.25)
+        .compress(c.base.view(), c.update.view(), &Residual::Zero, 1)
         .unwrap();
     let Payload::Elements { b, .. } = msg.payload() else {
         panic!()
@@ -434,14 +441,14 @@ fn tlora_keeps_the_largest_magnitudes() {
 }
 
 #[test]
-fn slora_at_rho_one_is_lossless_iff_the_update_has_rank_at_most_r() {
+fn slora_keeping_r_triplets_is_lossless_iff_the_update_has_rank_at_most_r() {
     let (d, l, r) = (12, 10, 3);
     let c = client(21, d, l, r, false);
     // Bᵗ = 0: ΔW = ΔB·Ã has rank ≤ r, so r triplets carry it all.
     let zb = Array2::<f32>::zeros((d, r));
     let base0 = FactorsView::new(zb.view(), c.base.a.view());
     let (msg, res) = SLora::default()
-        .compress(base0, c.update.view(), &Residual::Zero, 1.0)
+        .compress(base0, c.update.view(), &Residual::Zero, r)
         .unwrap();
     let Residual::Dense(e) = res else { panic!() };
     let want = product(&c.update.b, &(&c.base.a + &c.update.a));
@@ -453,7 +460,7 @@ fn slora_at_rho_one_is_lossless_iff_the_update_has_rank_at_most_r() {
     assert_eq!(msg.index_bits(), 0);
     // Generic base: ΔW = ΔB·Ã + Bᵗ·ΔA has rank 2r > r, so r triplets are not enough.
     let (_, res) = SLora::default()
-        .compress(c.base.view(), c.update.view(), &Residual::Zero, 1.0)
+        .compress(c.base.view(), c.update.view(), &Residual::Zero, r)
         .unwrap();
     let Residual::Dense(e) = res else { panic!() };
     assert!(fro(&f64m(&e)) > 1e-3);
@@ -469,10 +476,10 @@ fn non_standard_layouts_give_the_same_result() {
     for kind in [MethodKind::Soft, MethodKind::SoftDelta, MethodKind::TLora] {
         let s = kind.sparsifier(true, 0);
         let a = s
-            .compress(c.base.view(), c.update.view(), &c.residual, 0.4)
+            .compress(c.base.view(), c.update.view(), &c.residual, 2)
             .unwrap();
         let b = s
-            .compress(base_cm, c.update.view(), &c.residual, 0.4)
+            .compress(base_cm, c.update.view(), &c.residual, 2)
             .unwrap();
         assert_eq!(a, b, "{kind}");
     }
@@ -489,7 +496,7 @@ fn messages_round_trip_through_serde() {
         };
         let (msg, _) = kind
             .sparsifier(true, 3)
-            .compress(c.base.view(), c.update.view(), &residual, 0.5)
+            .compress(c.base.view(), c.update.view(), &residual, 2)
             .unwrap();
         let json = serde_json::to_string(&msg).unwrap();
         let back: Message = serde_json::from_str(&json).unwrap();

@@ -5,8 +5,9 @@
 //!
 //! Ratios: the rank is 8, so rank-wise methods move in steps of `1/8`; a
 //! ratio below `1/8` (the 0.05 of docs/method.md §7) keeps one component, the same budget
-//! as `1/8` (SOFT's bit budget is `m = ⌈ρr⌉` components, and every method
-//! is held to it), so the grid starts at `1/8`. `ρ = 1` is ILoRA's line.
+//! as `1/8` (SOFT's bit budget is that of the least `m` with `m/r ≥ ρ`,
+//! `wflora_soft::components_for_ratio`, and every method is held to it), so
+//! the grid starts at `1/8`. `ρ = 1` is ILoRA's line.
 //!
 //! Selection time is *measured* (wall clock, median of repeated calls on
 //! one thread), unlike everything else in the figures: it is the cost SOFT
@@ -24,7 +25,7 @@ use crate::report::Claim;
 use ndarray::Array2;
 use std::time::{Duration, Instant};
 use wflora_fed::{RoundRecord, RunConfig};
-use wflora_soft::{Factors, MethodKind, Residual, SLora, Soft, Sparsifier};
+use wflora_soft::{Factors, MethodKind, Residual, SLora, Soft, Sparsifier, components_for_ratio};
 
 const METHODS: [(MethodKind, &str); 4] = [
     (MethodKind::Soft, "SOFT"),
@@ -104,8 +105,9 @@ fn median_time(
 fn selection_times(widths: &[usize]) -> Result<Vec<(usize, f64, f64)>, CliError> {
     let mut out = Vec::new();
     let mut state = 7u64;
+    let r = TIMING_RANK;
+    let m = components_for_ratio(TIMING_RHO, r)?;
     for &w in widths {
-        let r = TIMING_RANK;
         let base = Factors::new(matrix(w, r, 1.0, &mut state), matrix(r, w, 1.0, &mut state));
         let upd = Factors::new(matrix(w, r, 0.1, &mut state), matrix(r, w, 0.1, &mut state));
         let res = Residual::Factors(Factors::new(
@@ -116,11 +118,11 @@ fn selection_times(widths: &[usize]) -> Result<Vec<(usize, f64, f64)>, CliError>
         let soft = Soft::default();
         let slora = SLora::default();
         let soft_t = median_time(201, || {
-            soft.compress(base.view(), upd.view(), &res, TIMING_RHO)?;
+            soft.compress(base.view(), upd.view(), &res, m)?;
             Ok(())
         })?;
         let slora_t = median_time(if w >= 512 { 3 } else { 11 }, || {
-            slora.compress(base.view(), upd.view(), &dense, TIMING_RHO)?;
+            slora.compress(base.view(), upd.view(), &dense, m)?;
             Ok(())
         })?;
         out.push((w, soft_t.as_secs_f64() * 1e6, slora_t.as_secs_f64() * 1e6));

@@ -1,0 +1,450 @@
+//! The client role: one device's data shard, its error-feedback residuals
+//! and local training, driven by the server's messages
+//! ([`crate::protocol`]).
+//!
+//! A client answers [`ServerMessage::Train`] by training `E` local steps
+//! from the state it was sent (with SOFT's orthogonality regulariser when
+//! the configuration has one) and reporting its sample count, training loss
+//! and, when asked, the importances of its update; it answers
+//! [`ServerMessage::Compress`] by compressing that update with the kept
+//! components it was assigned, keeping what it did not send in its residual
+//! (error feedback), or by keeping all of it when told to sit out. Nothing
+//! of its state leaves it but what the messages carry.
+
+use crate::checkpoint::Checkpoint;
+use crate::config::{RunConfig, TrainMode};
+use crate::protocol::{
+    ClientMessage, ClientUpdate, CompressInstruction, ServerMessage, TrainInstruction, TrainReport,
+};
+use crate::seed::{Stream, derive};
+use crate::state::{ModelState, mat, put_state, take_mat, take_state};
+use crate::task::Task;
+use crate::{FedError, eval};
+use ndarray::Array2;
+use std::path::Path;
+use std::sync::Arc;
+use wflora_data::{BatchSampler, Partition};
+use wflora_lora::{Batch, LocalTrainer, LocalUpdate, TrainOptions};
+use wflora_soft::{Factors, FactorsView, Residual, importances};
+
+/// The clients' data shards of a run: the configured partition of the
+/// task's training split, drawn from the run seed, so that the server, an
+/// in-process driver and a client on another machine all find the same
+/// shard for client `k`.
+///
+/// # Errors
+/// A partition that cannot be drawn; a client without samples (named, with
+/// the fields to change).
+pub fn client_shards(cfg: &RunConfig, task: &Task) -> Result<Partition, FedError> {
+    let f = &cfg.federation;
+    let partition = f.partition.partition(
+        task.train.labels(),
+        task.num_classes,
+        f.clients,
+        derive(cfg.seed, Stream::Partition, 1, 0),
+    )?;
+    if let Some(k) = partition.sizes().iter().position(|&n| n == 0) {
+        return Err(FedError::config(
+            "federation.partition",
+            format!("client {k} received no samples; raise min_size or lower federation.clients"),
+        ));
+    }
+    Ok(partition)
+}
+
+/// What a client trained this round, kept until it is told to compress.
+#[derive(Debug, Clone)]
+struct Trained {
+    round: usize,
+    /// The state it started from (the broadcast global state).
+    start: ModelState,
+    update: LocalUpdate,
+    /// `(ΔB, ΔA)` per adapted matrix against `start`.
+    deltas: Vec<(Array2<f32>, Array2<f32>)>,
+}
+
+/// One client of a run.
+#[derive(Debug, Clone)]
+pub struct Client {
+    id: usize,
+    cfg: RunConfig,
+    task: Arc<Task>,
+    shard: Vec<usize>,
+    /// Error-feedback residual per adapted matrix (empty until the first
+    /// round tells the client how many there are).
+    residuals: Vec<Residual>,
+    /// The client's own model (local-only runs).
+    local: Option<ModelState>,
+    trained: Option<Trained>,
+}
+
+impl Client {
+    /// Client `id` of the run `cfg` (validated) with its data `shard`
+    /// (indices into the task's training split).
+    ///
+    /// # Errors
+    /// [`FedError::Config`] for an empty shard or an index outside the
+    /// training split.
+    pub fn new(
+        id: usize,
+        cfg: &RunConfig,
+        task: Arc<Task>,
+        shard: Vec<usize>,
+    ) -> Result<Self, FedError> {
+        if shard.is_empty() {
+            return Err(FedError::config(
+                "federation.partition",
+                format!("client {id} has no samples"),
+            ));
+        }
+        if let Some(&i) = shard.iter().find(|&&i| i >= task.train.len()) {
+            return Err(FedError::config(
+                "federation.partition",
+                format!(
+                    "client {id}'s shard holds sample {i}, the training split has {}",
+                    task.train.len()
+                ),
+            ));
+        }
+        Ok(Self {
+            id,
+            cfg: cfg.clone(),
+            task,
+            shard,
+            residuals: Vec::new(),
+            local: None,
+            trained: None,
+        })
+    }
+
+    /// The client's index.
+    #[must_use]
+    pub fn id(&self) -> usize {
+        self.id
+    }
+
+    /// Its sample count `|D_k|`.
+    #[must_use]
+    pub fn samples(&self) -> usize {
+        self.shard.len()
+    }
+
+    /// Answers one message of the server.
+    ///
+    /// # Errors
+    /// A message for another client or out of order (a compression before
+    /// any training, or for another round), a state that does not fit the
+    /// model, training that diverges, a sparsifier's error.
+    pub fn handle(&mut self, msg: &ServerMessage) -> Result<ClientMessage, FedError> {
+        if msg.client() != self.id {
+            return Err(protocol(format!(
+                "client {} received a message for client {}",
+                self.id,
+                msg.client()
+            )));
+        }
+        match msg {
+            ServerMessage::Train(m) => self.train(m).map(ClientMessage::Trained),
+            ServerMessage::Compress(m) => self.compress(m).map(ClientMessage::Update),
+        }
+    }
+
+    fn train(&mut self, m: &TrainInstruction) -> Result<TrainReport, FedError> {
+        let start = match (&m.state, &self.local) {
+            (Some(s), _) => s.clone(),
+            (None, Some(s)) => s.clone(),
+            (None, None) => {
+                return Err(protocol(format!(
+                    "client {}: round {} sent no state and the client has no local state",
+                    self.id, m.round
+                )));
+            }
+        };
+        if self.residuals.len() != start.factors.len() {
+            self.residuals = vec![Residual::Zero; start.factors.len()];
+        }
+        let update = self.local_steps(&start, m.round, m.batch_seed)?;
+        let deltas: Vec<_> = start
+            .factors
+            .iter()
+            .zip(&update.factors)
+            .map(|(g, u)| (&u.b - &g.b, &u.a - &g.a))
+            .collect();
+        let importances = if m.report_importances {
+            self.importances(&start, &deltas)?
+        } else {
+            Vec::new()
+        };
+        let mut report = TrainReport {
+            round: m.round,
+            client: self.id,
+            samples: self.shard.len(),
+            train_loss: update.mean_task_loss,
+            importances,
+            evaluation: None,
+        };
+        if self.cfg.federation.local_only {
+            // No server aggregates a local-only run: the update is the state.
+            let state = ModelState {
+                factors: update.factors.clone(),
+                head: update.head.clone(),
+            };
+            if m.evaluate {
+                report.evaluation = Some(eval::evaluate(&self.cfg, &self.task, &state, m.round)?);
+            }
+            self.local = Some(state);
+        }
+        self.trained = Some(Trained {
+            round: m.round,
+            start,
+            update,
+            deltas,
+        });
+        Ok(report)
+    }
+
+    /// `E` local steps from `start` on this round's mini-batches.
+    fn local_steps(
+        &self,
+        start: &ModelState,
+        round: usize,
+        seed: u64,
+    ) -> Result<LocalUpdate, FedError> {
+        let mut model = eval::model_with(&self.cfg, &self.task, start)?;
+        let mut sampler = BatchSampler::new(self.shard.clone(), self.cfg.local.batch_size, seed)?;
+        let train = &self.task.train;
+        let gathered = (0..self.cfg.local.steps)
+            .map(|_| train.gather(sampler.next_batch()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let batches = gathered
+            .iter()
+            .map(|b| Batch::new(&b.images, &b.labels, b.shape()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut trainer = LocalTrainer::new(TrainOptions {
+            optimizer: self.cfg.local.optimizer,
+            zeta: self.cfg.model.zeta,
+            regulariser: self.cfg.model.regulariser,
+            keep_optimizer_state: false,
+            shards: 1,
+        })?;
+        let update = trainer.train(&mut model, &batches)?;
+        if !update.mean_loss.is_finite() {
+            return Err(FedError::Diverged {
+                round,
+                what: format!("client {}'s training loss", self.id),
+            });
+        }
+        Ok(update)
+    }
+
+    /// SOFT importances of every matrix on the error-compensated factors (a
+    /// dense residual, SLoRA's, has no components: the update alone is ranked).
+    fn importances(
+        &self,
+        start: &ModelState,
+        deltas: &[(Array2<f32>, Array2<f32>)],
+    ) -> Result<Vec<Vec<f64>>, FedError> {
+        start
+            .factors
+            .iter()
+            .zip(deltas)
+            .zip(&self.residuals)
+            .map(|((g, (db, da)), res)| {
+                let res = match res {
+                    Residual::Dense(_) => &Residual::Zero,
+                    other => other,
+                };
+                Ok(importances(
+                    FactorsView::new(g.b.view(), g.a.view()),
+                    FactorsView::new(db.view(), da.view()),
+                    res,
+                )?)
+            })
+            .collect()
+    }
+
+    fn compress(&mut self, m: &CompressInstruction) -> Result<ClientUpdate, FedError> {
+        let trained = self
+            .trained
+            .take()
+            .filter(|t| t.round == m.round)
+            .ok_or_else(|| {
+                protocol(format!(
+                    "client {}: told to compress round {} before training it",
+                    self.id, m.round
+                ))
+            })?;
+        let mut update = ClientUpdate {
+            round: m.round,
+            client: self.id,
+            messages: Vec::new(),
+            head: None,
+            payload_bits: 0,
+            local_factors: Vec::new(),
+        };
+        if m.components == 0 {
+            // Sits out (deep fade): the whole update stays in the residual.
+            self.absorb(&trained);
+            return Ok(update);
+        }
+        let layers = trained.start.factors.len();
+        if m.sparsifier_seeds.len() != layers {
+            return Err(protocol(format!(
+                "client {}: {} sparsifier seeds for {layers} adapted matrices",
+                self.id,
+                m.sparsifier_seeds.len()
+            )));
+        }
+        let head = &trained.update.head;
+        let mut bits = head.len() as u64 * u64::from(self.cfg.wireless.channel.bits_per_value);
+        let c = &self.cfg.compression;
+        for (j, (g, (db, da))) in trained
+            .start
+            .factors
+            .iter()
+            .zip(&trained.deltas)
+            .enumerate()
+        {
+            let sparsifier = c.method.sparsifier(c.error_feedback, m.sparsifier_seeds[j]);
+            let (msg, res) = sparsifier.compress(
+                FactorsView::new(g.b.view(), g.a.view()),
+                FactorsView::new(db.view(), da.view()),
+                &self.residuals[j],
+                m.components,
+            )?;
+            self.residuals[j] = res;
+            bits += msg.size().total();
+            update.messages.push(msg);
+        }
+        update.payload_bits = bits;
+        update.head = Some(trained.update.head.clone());
+        if m.report_factors {
+            update.local_factors = trained.update.factors;
+        }
+        Ok(update)
+    }
+
+    /// Adds the whole update to the residual (error feedback on) or drops it.
+    fn absorb(&mut self, t: &Trained) {
+        let ef = self.cfg.compression.error_feedback;
+        for (j, ((g, u), (db, da))) in t
+            .start
+            .factors
+            .iter()
+            .zip(&t.update.factors)
+            .zip(&t.deltas)
+            .enumerate()
+        {
+            let next = match std::mem::take(&mut self.residuals[j]) {
+                Residual::Zero => Residual::Factors(Factors::new(db.clone(), da.clone())),
+                Residual::Factors(f) => Residual::Factors(Factors::new(f.b + db, f.a + da)),
+                Residual::Dense(e) => Residual::Dense(e + &(u.b.dot(&u.a) - g.b.dot(&g.a))),
+            };
+            self.residuals[j] = if ef { next } else { Residual::Zero };
+        }
+    }
+
+    /// The client's own model (local-only runs, after their first round).
+    #[must_use]
+    pub fn local_state(&self) -> Option<&ModelState> {
+        self.local.as_ref()
+    }
+
+    /// Writes the client's state into a checkpoint: its residuals under
+    /// `residual.{id}.{matrix}.{B,A,E}` and its local model under
+    /// `local.{id}.`; returns the residual kinds (`zero`, `factors`,
+    /// `dense`) in matrix order. `names` are the adapted matrices' names.
+    pub fn save(&self, ck: &mut Checkpoint, names: &[String]) -> Vec<&'static str> {
+        let k = self.id;
+        if let Some(s) = &self.local {
+            put_state(ck, &format!("local.{k}."), s);
+        }
+        (0..names.len())
+            .map(|j| match self.residuals.get(j).unwrap_or(&Residual::Zero) {
+                Residual::Zero => "zero",
+                Residual::Factors(f) => {
+                    ck.tensors
+                        .insert(format!("residual.{k}.{}.B", names[j]), mat(&f.b));
+                    ck.tensors
+                        .insert(format!("residual.{k}.{}.A", names[j]), mat(&f.a));
+                    "factors"
+                }
+                Residual::Dense(e) => {
+                    ck.tensors
+                        .insert(format!("residual.{k}.{}.E", names[j]), mat(e));
+                    "dense"
+                }
+            })
+            .collect()
+    }
+
+    /// Restores what [`Client::save`] wrote. `shape` is the global state
+    /// (for the matrices' names and shapes); `kinds` the saved residual
+    /// kinds; `local` whether a local model was saved.
+    ///
+    /// # Errors
+    /// [`FedError::Resume`] or [`FedError::Checkpoint`] for a missing or
+    /// misshaped tensor or an unknown kind.
+    pub fn restore(
+        &mut self,
+        ck: &mut Checkpoint,
+        shape: &ModelState,
+        kinds: &[String],
+        path: &Path,
+    ) -> Result<(), FedError> {
+        let k = self.id;
+        // A local model is saved once the client has trained.
+        self.local = None;
+        if self.cfg.federation.local_only
+            && ck.tensors.contains_key(&format!("local.{k}.head.weight"))
+        {
+            let mut s = shape.clone();
+            take_state(ck, &format!("local.{k}."), &mut s, path)?;
+            self.local = Some(s);
+        }
+        if kinds.len() != shape.factors.len() {
+            return Err(FedError::Resume {
+                path: path.to_path_buf(),
+                reason: "checkpoint metadata: residual_kinds has the wrong number of layers".into(),
+            });
+        }
+        self.residuals = kinds
+            .iter()
+            .zip(&shape.factors)
+            .map(|(kind, f)| {
+                let name = &f.name;
+                Ok(match kind.as_str() {
+                    "zero" => Residual::Zero,
+                    "factors" => Residual::Factors(Factors::new(
+                        take_mat(ck, &format!("residual.{k}.{name}.B"), f.b.dim(), path)?,
+                        take_mat(ck, &format!("residual.{k}.{name}.A"), f.a.dim(), path)?,
+                    )),
+                    "dense" => Residual::Dense(take_mat(
+                        ck,
+                        &format!("residual.{k}.{name}.E"),
+                        (f.b.nrows(), f.a.ncols()),
+                        path,
+                    )?),
+                    other => {
+                        return Err(FedError::Resume {
+                            path: path.to_path_buf(),
+                            reason: format!("checkpoint metadata: unknown residual kind '{other}'"),
+                        });
+                    }
+                })
+            })
+            .collect::<Result<_, FedError>>()?;
+        self.trained = None;
+        Ok(())
+    }
+
+    /// Whether the run trains LoRA factors (else only the head).
+    #[must_use]
+    pub fn trains_factors(&self) -> bool {
+        self.cfg.model.mode == TrainMode::Lora
+    }
+}
+
+fn protocol(what: String) -> FedError {
+    FedError::Protocol { what }
+}

@@ -1,0 +1,476 @@
+//! The round as a protocol: a server and its clients on their own threads,
+//! exchanging nothing but encoded bytes, give the in-process simulator's
+//! metrics bit for bit; messages survive the wire exactly, and a truncated,
+//! corrupt, foreign or wrong-version message is refused with a clear error.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::sync::mpsc;
+use wflora_fed::protocol::{
+    ClientUpdate, CompressInstruction, HEADER_BYTES, TrainInstruction, TrainReport,
+};
+use wflora_fed::{
+    AllocationSettings, Client, ClientMessage, ModelState, PenaltyKind, RoundRecord, RunConfig,
+    Server, ServerMessage, Simulation, Task, WireError, client_shards,
+};
+use wflora_lora::{AdapterFactors, HeadParams};
+use wflora_soft::ndarray::Array2;
+use wflora_soft::{FactorsView, Message, MethodKind, Residual};
+
+mod common;
+
+/// Runs `cfg` with the server on this thread and every client on a thread of
+/// its own; only bytes cross the channels.
+fn run_threaded(
+    cfg: &RunConfig,
+    task: &Arc<Task>,
+    rounds: usize,
+) -> (Vec<RoundRecord>, ModelState) {
+    let shards = client_shards(cfg, task).unwrap();
+    let sizes = shards.sizes();
+    let mut server = Server::new(cfg.clone(), task.clone(), &sizes).unwrap();
+    let (to_server, inbox) = mpsc::channel::<Vec<u8>>();
+    let mut to_clients = Vec::new();
+    let mut handles = Vec::new();
+    for (k, shard) in shards.into_clients().into_iter().enumerate() {
+        let (tx, rx) = mpsc::channel::<Vec<u8>>();
+        to_clients.push(tx);
+        let out = to_server.clone();
+        let (cfg, task) = (cfg.clone(), task.clone());
+        handles.push(std::thread::spawn(move || {
+            let mut client = Client::new(k, &cfg, task, shard).unwrap();
+            for bytes in rx {
+                let msg = ServerMessage::decode(&bytes).unwrap();
+                out.send(client.handle(&msg).unwrap().encode()).unwrap();
+            }
+        }));
+    }
+    let exchange = |msgs: Vec<ServerMessage>| -> Vec<ClientMessage> {
+        let n = msgs.len();
+        for m in msgs {
+            to_clients[m.client()].send(m.encode()).unwrap();
+        }
+        (0..n)
+            .map(|_| ClientMessage::decode(&inbox.recv().unwrap()).unwrap())
+            .collect()
+    };
+    let mut records = Vec::new();
+    for _ in 0..rounds {
+        let plan = server.plan_round().unwrap();
+        let reports = exchange(plan);
+        let compress = server.allocate(reports).unwrap();
+        let updates = exchange(compress);
+        records.push(server.finish_round(updates).unwrap());
+    }
+    drop(to_clients);
+    for h in handles {
+        h.join().unwrap();
+    }
+    (records, server.global().clone())
+}
+
+fn run_simulation(
+    cfg: &RunConfig,
+    task: &Arc<Task>,
+    rounds: usize,
+) -> (Vec<RoundRecord>, ModelState) {
+    let mut sim = Simulation::new(cfg.clone(), task.clone()).unwrap();
+    let records = (0..rounds).map(|_| sim.step().unwrap()).collect();
+    (records, sim.global().clone())
+}
+
+fn assert_same(a: &(Vec<RoundRecord>, ModelState), b: &(Vec<RoundRecord>, ModelState)) {
+    for (x, y) in a.0.iter().zip(&b.0) {
+        // The JSON lines `wflora run` writes: every float in shortest
+        // round-trip form, so equal text is equal bits.
+        assert_eq!(
+            serde_json::to_string(x).unwrap(),
+            serde_json::to_string(y).unwrap()
+        );
+    }
+    assert_eq!(a.0.len(), b.0.len());
+    assert_eq!(a.1, b.1, "global states differ");
+}
+
+#[test]
+fn three_rounds_of_the_default_config_over_threads_equal_the_simulator() {
+    // The embedded default (10 clients, SOFT at ρ = 0.25, rank 8, q and v,
+    // equalising shares), with its backbone pre-trained for fewer steps so
+    // that the test takes seconds: the protocol does not see pre-training.
+    let mut cfg = RunConfig::embedded_default();
+    let base = common::small_base(common::scratch("protocol", "cache"));
+    cfg.task = base.task;
+    cfg.federation.rounds = 3;
+    let task = Arc::new(Task::build(&cfg.task).unwrap());
+    let threaded = run_threaded(&cfg, &task, 3);
+    let simulated = run_simulation(&cfg, &task, 3);
+    assert_eq!(threaded.0.len(), 3);
+    assert!(threaded.0.iter().all(|r| r.participants == 10));
+    assert_same(&threaded, &simulated);
+}
+
+#[test]
+fn tsfa_with_sampling_over_threads_equals_the_simulator() {
+    // Both exchanges carry content here: importances for the dropped-energy
+    // penalty, per-matrix RLoRA seeds, and clients that are not sampled.
+    for method in [MethodKind::Soft, MethodKind::RLora, MethodKind::SLora] {
+        let mut cfg = common::small_base(common::scratch("protocol", "cache"));
+        cfg.federation.clients_per_round = 3;
+        cfg.compression.method = method;
+        cfg.wireless.allocation = AllocationSettings::DriftPlusPenalty {
+            v: 1.0,
+            mode: Default::default(),
+            m_min: 1,
+            penalty: PenaltyKind::DroppedEnergy,
+            budget_rel: 0.3,
+            budget_rank: None,
+        };
+        let task = common::task("protocol");
+        let threaded = run_threaded(&cfg, &task, 3);
+        let simulated = run_simulation(&cfg, &task, 3);
+        assert_same(&threaded, &simulated);
+    }
+}
+
+#[test]
+fn the_server_refuses_replies_out_of_order_or_from_strangers() {
+    let mut cfg = common::small_base(common::scratch("protocol", "cache"));
+    cfg.federation.clients_per_round = 4;
+    let task = common::task("protocol");
+    let shards = client_shards(&cfg, &task).unwrap();
+    let mut server = Server::new(cfg.clone(), task.clone(), &shards.sizes()).unwrap();
+    let plan = server.plan_round().unwrap();
+    assert!(
+        server.plan_round().is_err(),
+        "a second plan in the same round"
+    );
+    let report = |client: usize, round: usize, samples: usize| {
+        ClientMessage::Trained(TrainReport {
+            round,
+            client,
+            samples,
+            train_loss: 1.0,
+            importances: Vec::new(),
+            evaluation: None,
+        })
+    };
+    let sizes = shards.sizes();
+    let good: Vec<_> = (0..plan.len()).map(|k| report(k, 0, sizes[k])).collect();
+    let cases = [
+        (good[..plan.len() - 1].to_vec(), "did not answer"),
+        (
+            [good.clone(), vec![report(0, 0, sizes[0])]].concat(),
+            "answered twice",
+        ),
+        (
+            [good[1..].to_vec(), vec![report(0, 1, sizes[0])]].concat(),
+            "answered round 1",
+        ),
+        (
+            [good[1..].to_vec(), vec![report(0, 0, sizes[0] + 1)]].concat(),
+            "reports",
+        ),
+    ];
+    // A refused batch of replies leaves the round where it was.
+    for (replies, want) in cases {
+        let err = server.allocate(replies).unwrap_err().to_string();
+        assert!(err.contains(want), "{err}");
+    }
+    assert!(
+        server.finish_round(Vec::new()).is_err(),
+        "updates before allocation"
+    );
+    server.allocate(good).unwrap();
+}
+
+#[test]
+fn the_server_refuses_updates_that_do_not_add_up() {
+    let mut cfg = common::small_base(common::scratch("protocol", "cache"));
+    cfg.federation.clients_per_round = 4;
+    let task = common::task("protocol");
+    let shards = client_shards(&cfg, &task).unwrap();
+    let mut server = Server::new(cfg.clone(), task.clone(), &shards.sizes()).unwrap();
+    let mut clients: Vec<Client> = shards
+        .into_clients()
+        .into_iter()
+        .enumerate()
+        .map(|(k, shard)| Client::new(k, &cfg, task.clone(), shard).unwrap())
+        .collect();
+    let mut exchange = |msgs: Vec<ServerMessage>| -> Vec<ClientMessage> {
+        msgs.iter()
+            .map(|m| clients[m.client()].handle(m).unwrap())
+            .collect()
+    };
+    let reports = exchange(server.plan_round().unwrap());
+    let updates = exchange(server.allocate(reports).unwrap());
+    let tamper = |f: &dyn Fn(&mut ClientUpdate)| -> String {
+        let mut u = updates.clone();
+        let ClientMessage::Update(first) = &mut u[0] else {
+            unreachable!()
+        };
+        f(first);
+        server.clone().finish_round(u).unwrap_err().to_string()
+    };
+    let e = tamper(&|u| u.payload_bits += 1);
+    assert!(e.contains("payload bits"), "{e}");
+    let e = tamper(&|u| u.head.as_mut().unwrap().bias.push(0.0));
+    assert!(e.contains("head"), "{e}");
+    let e = tamper(&|u| {
+        u.messages.pop();
+    });
+    assert!(e.contains("messages"), "{e}");
+    let e = tamper(&|u| u.local_factors.clear());
+    assert!(e.contains("local factors"), "{e}");
+    let e = tamper(&|u| u.round = 5);
+    assert!(e.contains("answered round 5"), "{e}");
+    let rec = server.finish_round(updates).unwrap();
+    assert_eq!(rec.participants, 4);
+}
+
+#[test]
+fn a_client_refuses_messages_for_others_or_out_of_order() {
+    let cfg = common::small_base(common::scratch("protocol", "cache"));
+    let task = common::task("protocol");
+    let shards = client_shards(&cfg, &task).unwrap();
+    let mut client = Client::new(1, &cfg, task.clone(), shards.clients()[1].clone()).unwrap();
+    let compress = ServerMessage::Compress(CompressInstruction {
+        round: 0,
+        client: 1,
+        components: 2,
+        share: 0.25,
+        sparsifier_seeds: vec![0; 4],
+        report_factors: true,
+    });
+    let err = client.handle(&compress).unwrap_err().to_string();
+    assert!(err.contains("before training"), "{err}");
+    let other = ServerMessage::Train(TrainInstruction {
+        round: 0,
+        client: 2,
+        state: None,
+        batch_seed: 0,
+        report_importances: false,
+        evaluate: false,
+    });
+    let err = client.handle(&other).unwrap_err().to_string();
+    assert!(err.contains("for client 2"), "{err}");
+    assert!(Client::new(0, &cfg, task.clone(), vec![]).is_err());
+    assert!(Client::new(0, &cfg, task.clone(), vec![usize::MAX]).is_err());
+}
+
+// ---- the byte format, without a task --------------------------------------
+
+fn mat(rows: usize, cols: usize, seed: f32) -> Array2<f32> {
+    Array2::from_shape_fn((rows, cols), |(i, j)| {
+        ((i * cols + j) as f32 * 0.37 + seed).sin()
+    })
+}
+
+fn state() -> ModelState {
+    ModelState {
+        factors: (0..2)
+            .map(|j| AdapterFactors {
+                name: format!("blocks.{j}.attn.q"),
+                b: mat(6, 4, j as f32),
+                a: mat(4, 5, 1.0 + j as f32),
+            })
+            .collect(),
+        head: HeadParams {
+            weight: mat(3, 6, 7.0),
+            bias: vec![0.5, -1.25, f32::MIN_POSITIVE],
+        },
+    }
+}
+
+/// One message of each method, on the factors of [`state`].
+fn messages() -> Vec<Message> {
+    let s = state();
+    let f = &s.factors[0];
+    let (db, da) = (mat(6, 4, 3.0), mat(4, 5, 4.0));
+    MethodKind::ALL
+        .iter()
+        .map(|m| {
+            m.sparsifier(true, 42)
+                .compress(
+                    FactorsView::new(f.b.view(), f.a.view()),
+                    FactorsView::new(db.view(), da.view()),
+                    &Residual::Zero,
+                    2,
+                )
+                .unwrap()
+                .0
+        })
+        .collect()
+}
+
+fn server_messages() -> Vec<ServerMessage> {
+    vec![
+        ServerMessage::Train(TrainInstruction {
+            round: 7,
+            client: 3,
+            state: Some(state()),
+            batch_seed: u64::MAX,
+            report_importances: true,
+            evaluate: false,
+        }),
+        ServerMessage::Train(TrainInstruction {
+            round: 8,
+            client: 0,
+            state: None,
+            batch_seed: 1,
+            report_importances: false,
+            evaluate: true,
+        }),
+        ServerMessage::Compress(CompressInstruction {
+            round: 7,
+            client: 3,
+            components: 2,
+            share: 0.1 + 0.2,
+            sparsifier_seeds: vec![5, u64::MAX],
+            report_factors: true,
+        }),
+    ]
+}
+
+fn client_messages() -> Vec<ClientMessage> {
+    let mut out = vec![
+        ClientMessage::Trained(TrainReport {
+            round: 7,
+            client: 3,
+            samples: 120,
+            train_loss: std::f64::consts::PI,
+            importances: vec![vec![1.0, 1e-300, 0.0, 3.5], vec![2.0; 4]],
+            evaluation: Some((0.1 + 0.2, 1.0 / 3.0)),
+        }),
+        ClientMessage::Update(ClientUpdate {
+            round: 7,
+            client: 3,
+            messages: Vec::new(),
+            head: None,
+            payload_bits: 0,
+            local_factors: Vec::new(),
+        }),
+    ];
+    for msg in messages() {
+        let bits = msg.size().total() + 21 * 32;
+        out.push(ClientMessage::Update(ClientUpdate {
+            round: 7,
+            client: 3,
+            messages: vec![msg.clone(), msg],
+            head: Some(state().head),
+            payload_bits: 2 * bits,
+            local_factors: state().factors,
+        }));
+    }
+    out
+}
+
+#[test]
+fn every_message_type_round_trips_exactly() {
+    for m in server_messages() {
+        assert_eq!(ServerMessage::decode(&m.encode()).unwrap(), m);
+        // The same message gives the same bytes.
+        assert_eq!(m.encode(), m.encode());
+    }
+    for m in client_messages() {
+        assert_eq!(ClientMessage::decode(&m.encode()).unwrap(), m);
+    }
+}
+
+#[test]
+fn the_body_is_a_plain_safetensors_file() {
+    let ServerMessage::Train(t) = &server_messages()[0] else {
+        unreachable!()
+    };
+    let bytes = server_messages()[0].encode();
+    let st = safetensors::SafeTensors::deserialize(&bytes[HEADER_BYTES..]).unwrap();
+    let b = st.tensor("state.blocks.1.attn.q.B").unwrap();
+    assert_eq!(b.shape(), &[6, 4]);
+    let first = f32::from_le_bytes(b.data()[..4].try_into().unwrap());
+    assert_eq!(first, t.state.as_ref().unwrap().factors[1].b[[0, 0]]);
+}
+
+#[test]
+fn truncated_corrupt_foreign_and_wrong_version_messages_are_refused() {
+    let server = server_messages()[0].encode();
+    let client = client_messages()[3].encode();
+    for bytes in [&server, &client] {
+        // Every truncation is refused, none panics.
+        for n in 0..bytes.len() {
+            let e = ClientMessage::decode(&bytes[..n]).unwrap_err();
+            let e2 = ServerMessage::decode(&bytes[..n]).unwrap_err();
+            if n < HEADER_BYTES {
+                assert!(matches!(e, WireError::Truncated { .. }), "{n}: {e}");
+            } else {
+                assert!(
+                    matches!(e, WireError::Length { .. } | WireError::Direction { .. }),
+                    "{n}: {e}"
+                );
+                assert!(
+                    matches!(e2, WireError::Length { .. } | WireError::Direction { .. }),
+                    "{n}: {e2}"
+                );
+            }
+        }
+        // Every single flipped byte is refused.
+        for i in 0..bytes.len() {
+            let mut c = bytes.clone();
+            c[i] ^= 0x5a;
+            assert!(ClientMessage::decode(&c).is_err(), "byte {i}");
+            assert!(ServerMessage::decode(&c).is_err(), "byte {i}");
+        }
+    }
+    let mut v = server.clone();
+    v[8] = 2;
+    let e = ServerMessage::decode(&v).unwrap_err();
+    assert_eq!(
+        e,
+        WireError::Version {
+            found: 2,
+            supported: 1
+        }
+    );
+    assert!(e.to_string().contains("same wflora version"), "{e}");
+    let e = ClientMessage::decode(&server).unwrap_err();
+    assert!(matches!(e, WireError::Direction { found: 1, .. }), "{e}");
+    let e = ServerMessage::decode(b"PK\x03\x04 this is a zip file, not a message at all....")
+        .unwrap_err();
+    assert!(matches!(e, WireError::Magic { .. }), "{e}");
+    let mut tail = server.clone();
+    tail.push(0);
+    assert!(matches!(
+        ServerMessage::decode(&tail).unwrap_err(),
+        WireError::Length { .. }
+    ));
+}
+
+#[test]
+fn a_well_framed_message_with_bad_content_is_refused() {
+    // Re-frame a body whose tensors do not fit the header: a valid checksum,
+    // a valid safetensors file, but the compressed factor's shape is wrong.
+    let bytes = client_messages()[2].encode();
+    let body = &bytes[HEADER_BYTES..];
+    let st = safetensors::SafeTensors::deserialize(body).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(body).unwrap();
+    let mut tensors: Vec<(String, safetensors::tensor::TensorView<'_>)> = st.tensors();
+    let (name, t) = tensors
+        .iter()
+        .find(|(n, _)| n == "layer.0.b")
+        .cloned()
+        .unwrap();
+    let n = t.shape().iter().product::<usize>();
+    let wrong = safetensors::tensor::TensorView::new(t.dtype(), vec![n], t.data()).unwrap();
+    tensors.retain(|(m, _)| m != &name);
+    tensors.push((name, wrong));
+    let new_body = safetensors::serialize(tensors, meta.metadata().clone()).unwrap();
+    let mut framed = bytes[..HEADER_BYTES].to_vec();
+    framed[12..20].copy_from_slice(&(new_body.len() as u64).to_le_bytes());
+    use sha2::Digest;
+    framed[20..52].copy_from_slice(&sha2::Sha256::digest(&new_body));
+    framed.extend_from_slice(&new_body);
+    let e = ClientMessage::decode(&framed).unwrap_err();
+    assert!(
+        matches!(&e, WireError::Tensor { name, .. } if name == "layer.0.b"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("expected [6, 2]"), "{e}");
+}
