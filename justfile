@@ -24,6 +24,16 @@ smoke:
 lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
+    cargo clippy -p wflora-py --features python --all-targets -- -D warnings
+
+# The Python package `wflora` (crates/py, pyo3 + maturin) installed into
+# target/py-venv, and its tests (they compare with numpy and `wflora run`).
+python:
+    python3 -m venv target/py-venv
+    target/py-venv/bin/pip install --quiet pytest numpy
+    target/py-venv/bin/pip install ./crates/py
+    cargo build -p wflora-experiments
+    WFLORA_BIN=target/debug/wflora target/py-venv/bin/python -m pytest -q crates/py/tests
 
 # Regenerates tools/onnx.proto3.desc, the descriptor set that tools/protoc
 # serves to candle-onnx's build, with a real protoc (Debian: protobuf-compiler);

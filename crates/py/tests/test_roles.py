@@ -1,0 +1,92 @@
+"""The protocol's roles driven from Python: the same records as `wflora run`
+of the same configuration, byte for byte."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+
+import pytest
+
+import wflora
+from conftest import small_toml
+
+
+def drive(task: wflora.Task, reverse: bool = False) -> list:
+    """Runs every round, handing replies to the server in client order or
+    reversed."""
+    server = task.server()
+    clients = [task.client(k) for k in range(len(task.shards))]
+    records = []
+    while not server.finished:
+        reports = [clients[k].handle(m) for k, m in server.plan_round()]
+        orders = server.allocate(reports[::-1] if reverse else reports)
+        updates = [clients[k].handle(m) for k, m in orders]
+        records.append(server.finish_round(updates[::-1] if reverse else updates))
+    return records
+
+
+def test_python_driver_equals_wflora_run(
+    task: wflora.Task, cache: pathlib.Path, tmp_path: pathlib.Path, wflora_bin: pathlib.Path
+) -> None:
+    records = drive(task)
+    assert [r["round"] for r in records] == [1, 2]
+    config = tmp_path / "small.toml"
+    config.write_text(small_toml(cache))
+    out = tmp_path / "run"
+    subprocess.run(
+        [str(wflora_bin), "run", str(config), "--out", str(out)],
+        check=True,
+        capture_output=True,
+    )
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    # Both sides are serde_json's shortest round-trip floats: equal dicts
+    # are equal bits.
+    assert [json.loads(line) for line in lines] == records
+
+
+def test_reply_order_does_not_matter(task: wflora.Task) -> None:
+    assert drive(task, reverse=True) == drive(task)
+
+
+def test_bad_bytes_and_bad_configs_raise_clear_errors(task: wflora.Task, cache: pathlib.Path) -> None:
+    server = task.server()
+    client = task.client(0)
+    plan = dict(server.plan_round())
+    msg = plan[0]
+    with pytest.raises(wflora.WfloraError, match="truncated"):
+        client.handle(msg[:20])
+    corrupt = bytearray(msg)
+    corrupt[-1] ^= 0xFF
+    with pytest.raises(wflora.WfloraError, match="corrupt"):
+        client.handle(bytes(corrupt))
+    old = bytearray(msg)
+    old[8] = 9
+    with pytest.raises(wflora.WfloraError, match="protocol version 9"):
+        client.handle(bytes(old))
+    with pytest.raises(wflora.WfloraError, match="for client 0"):
+        task.client(1).handle(msg)
+    reply = client.handle(msg)
+    with pytest.raises(wflora.WfloraError, match="did not answer"):
+        server.allocate([reply])
+    with pytest.raises(wflora.WfloraError, match="federation.clients"):
+        wflora.Task.from_toml(small_toml(cache).replace("clients = 4\n", "clients = 0\n"), "bad.toml")
+    with pytest.raises(wflora.WfloraError, match="bad.toml"):
+        wflora.Task.from_toml("[federation]\nnot_a_key = 1\n", "bad.toml")
+    with pytest.raises(wflora.WfloraError, match="no client 9"):
+        task.client(9)
+
+
+def test_a_server_checkpoint_restores_the_round(task: wflora.Task) -> None:
+    server = task.server()
+    clients = [task.client(k) for k in range(len(task.shards))]
+    reports = [clients[k].handle(m) for k, m in server.plan_round()]
+    updates = [clients[k].handle(m) for k, m in server.allocate(reports)]
+    server.finish_round(updates)
+    saved = server.checkpoint()
+    fresh = task.server()
+    fresh.restore(saved)
+    assert fresh.round == 1
+    with pytest.raises(wflora.WfloraError, match="corrupt"):
+        fresh.restore(saved[:-1])
