@@ -383,7 +383,7 @@ impl Server {
         let updates = self.updates(&a, replies)?;
         self.phase = Phase::Idle;
         let clock = Instant::now();
-        let (sent, mut totals) = self.account(&a, &updates);
+        let (sent, totals) = self.account(&a, &updates);
         self.times.compress_s += clock.elapsed().as_secs_f64();
         let clock = Instant::now();
         let covariance_rel = self.covariance(&sent)?;
@@ -399,10 +399,23 @@ impl Server {
         self.round += 1;
         self.sim_time_s += totals.latency_s;
         self.latency_sum_s += totals.latency_s;
-        let (test_loss, accuracy) = self.evaluate_if_due()?;
+        let evaluation = self.evaluate_if_due()?;
+        Ok(self.record(a, totals, sent.len(), queue_s, covariance_rel, evaluation))
+    }
+
+    /// The round's record; keeps its allocation for diagnostics.
+    fn record(
+        &mut self,
+        a: Allocated,
+        mut totals: Totals,
+        participants: usize,
+        queue_s: f64,
+        covariance_rel: Vec<f64>,
+        (test_loss, accuracy): (Option<f64>, Option<f64>),
+    ) -> RoundRecord {
         let record = RoundRecord {
             round: self.round,
-            participants: sent.len(),
+            participants,
             accuracy,
             test_loss,
             train_loss: a.train_loss,
@@ -424,7 +437,7 @@ impl Server {
             finish_s: std::mem::take(&mut totals.finish_s),
             queue_before_s: a.queue_before_s,
         });
-        Ok(record)
+        record
     }
 
     /// The train reports of `round`, in the order of `clients`.
