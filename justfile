@@ -26,6 +26,28 @@ lint:
     cargo clippy --workspace --all-targets -- -D warnings
     cargo clippy -p wflora-py --features python --all-targets -- -D warnings
 
+# wflora on Flower's Simulation Engine (flower/): a venv with flwr[simulation]
+# and the wflora package in target/flower-venv, Flower's state in
+# target/flwr-home; 10 simulated nodes on the embedded default unless ARGS
+# say otherwise (`just flower-sim --run-config "rounds=3 out='/abs/dir'"`).
+# Stops the local SuperLink that `flwr run` leaves behind.
+flower-sim *ARGS:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    python3 -m venv target/flower-venv
+    target/flower-venv/bin/pip install --quiet "flwr[simulation]>=1.42,<2" pytest ./crates/py
+    export FLWR_HOME=$PWD/target/flwr-home FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1 PATH=$PWD/target/flower-venv/bin:$PATH
+    trap 'pkill -f "flower-superlink.*$FLWR_HOME" || true' EXIT
+    flwr run flower --stream --federation-config "num-supernodes=10 client-resources-num-cpus=1" {{ARGS}}
+
+# The Flower app's test: 4 simulated nodes, 2 rounds, metrics byte for byte
+# those of `wflora run` of the same configuration.
+flower-test:
+    python3 -m venv target/flower-venv
+    target/flower-venv/bin/pip install --quiet "flwr[simulation]>=1.42,<2" pytest ./crates/py
+    cargo build -p wflora-experiments
+    WFLORA_BIN=target/debug/wflora target/flower-venv/bin/python -m pytest -q flower/tests
+
 # The Python package `wflora` (crates/py, pyo3 + maturin) installed into
 # target/py-venv, and its tests (they compare with numpy and `wflora run`).
 python:

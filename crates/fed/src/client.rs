@@ -17,7 +17,7 @@ use crate::protocol::{
     ClientMessage, ClientUpdate, CompressInstruction, ServerMessage, TrainInstruction, TrainReport,
 };
 use crate::seed::{Stream, derive};
-use crate::state::{ModelState, mat, put_state, take_mat, take_state};
+use crate::state::{ModelState, mat, put_state, read_mat, read_state, take_mat, take_state};
 use crate::task::Task;
 use crate::{FedError, eval};
 use ndarray::Array2;
@@ -76,6 +76,8 @@ pub struct Client {
     /// The client's own model (local-only runs).
     local: Option<ModelState>,
     trained: Option<Trained>,
+    /// The adapted matrices' names (from the first state it was sent).
+    names: Vec<String>,
 }
 
 impl Client {
@@ -114,6 +116,7 @@ impl Client {
             residuals: Vec::new(),
             local: None,
             trained: None,
+            names: Vec::new(),
         })
     }
 
@@ -162,6 +165,9 @@ impl Client {
         };
         if self.residuals.len() != start.factors.len() {
             self.residuals = vec![Residual::Zero; start.factors.len()];
+        }
+        if self.names.is_empty() {
+            self.names = start.factors.iter().map(|f| f.name.clone()).collect();
         }
         let update = self.local_steps(&start, m.round, m.batch_seed)?;
         let deltas: Vec<_> = start
@@ -435,6 +441,133 @@ impl Client {
             })
             .collect::<Result<_, FedError>>()?;
         self.trained = None;
+        Ok(())
+    }
+
+    /// The client's whole state as bytes, for drivers that keep a client
+    /// between messages outside its process (a Flower node's state): its
+    /// residuals, its local model, and an update trained but not yet
+    /// compressed. A `WFLORACK` container (sha256-checked) tied to the
+    /// configuration's hash.
+    ///
+    /// # Errors
+    /// Serialising the metadata fails (not expected for finite values).
+    pub fn state_bytes(&self) -> Result<Vec<u8>, FedError> {
+        let mut ck = Checkpoint {
+            config_hash: self.cfg.hash(),
+            meta: serde_json::Value::Null,
+            tensors: std::collections::BTreeMap::new(),
+        };
+        let names = &self.names;
+        let kinds = self.save(&mut ck, names);
+        let trained = self.trained.as_ref().map(|t| {
+            put_state(&mut ck, "trained.start.", &t.start);
+            let update = ModelState {
+                factors: t.update.factors.clone(),
+                head: t.update.head.clone(),
+            };
+            put_state(&mut ck, "trained.update.", &update);
+            serde_json::json!({
+                "round": t.round,
+                "mean_loss_bits": t.update.mean_loss.to_bits(),
+                "mean_task_loss_bits": t.update.mean_task_loss.to_bits(),
+                "steps": t.update.steps,
+            })
+        });
+        ck.meta = serde_json::json!({
+            "client": self.id,
+            "names": names,
+            "residual_kinds": kinds,
+            "trained": trained,
+        });
+        ck.to_bytes()
+            .map_err(|e| protocol(format!("client {} state: {e}", self.id)))
+    }
+
+    /// Restores what [`Client::state_bytes`] wrote.
+    ///
+    /// # Errors
+    /// Corrupt bytes, another configuration or client, a missing or
+    /// misshaped tensor.
+    pub fn restore_state(&mut self, bytes: &[u8]) -> Result<(), FedError> {
+        let path = std::path::PathBuf::from(format!("<client {} state>", self.id));
+        let ck = Checkpoint::from_bytes(bytes, &path)?;
+        let expected = self.cfg.hash();
+        if ck.config_hash != expected {
+            return Err(crate::checkpoint::CheckpointError::OtherConfig {
+                path,
+                found: ck.config_hash,
+                expected,
+            }
+            .into());
+        }
+        let bad = |what: &str| FedError::Resume {
+            path: path.clone(),
+            reason: format!("client state: {what}"),
+        };
+        if ck.meta["client"].as_u64() != Some(self.id as u64) {
+            return Err(bad("it belongs to another client"));
+        }
+        let names: Vec<String> =
+            serde_json::from_value(ck.meta["names"].clone()).map_err(|_| bad("names"))?;
+        let kinds: Vec<String> = serde_json::from_value(ck.meta["residual_kinds"].clone())
+            .map_err(|_| bad("residual_kinds"))?;
+        let trained = ck.meta["trained"].clone();
+        if kinds.len() != names.len() {
+            return Err(bad("residual_kinds and names differ in length"));
+        }
+        // Shapes come from the saved tensors themselves.
+        let k = self.id;
+        let residuals = kinds
+            .iter()
+            .zip(&names)
+            .map(|(kind, name)| {
+                let m = |x: &str| read_mat(&ck, &format!("residual.{k}.{name}.{x}"), &path);
+                Ok(match kind.as_str() {
+                    "zero" => Residual::Zero,
+                    "factors" => Residual::Factors(Factors::new(m("B")?, m("A")?)),
+                    "dense" => Residual::Dense(m("E")?),
+                    other => return Err(bad(&format!("unknown residual kind '{other}'"))),
+                })
+            })
+            .collect::<Result<Vec<_>, FedError>>()?;
+        let local_prefix = format!("local.{k}.");
+        let local = if ck
+            .tensors
+            .contains_key(&format!("{local_prefix}head.weight"))
+        {
+            Some(read_state(&ck, &local_prefix, &names, &path)?)
+        } else {
+            None
+        };
+        let pending = if trained.is_null() {
+            None
+        } else {
+            let bits = |key: &str| trained[key].as_u64().ok_or_else(|| bad(key));
+            let start = read_state(&ck, "trained.start.", &names, &path)?;
+            let upd = read_state(&ck, "trained.update.", &names, &path)?;
+            Some(Trained {
+                round: bits("round")? as usize,
+                deltas: start
+                    .factors
+                    .iter()
+                    .zip(&upd.factors)
+                    .map(|(g, u)| (&u.b - &g.b, &u.a - &g.a))
+                    .collect(),
+                start,
+                update: LocalUpdate {
+                    factors: upd.factors,
+                    head: upd.head,
+                    mean_loss: f64::from_bits(bits("mean_loss_bits")?),
+                    mean_task_loss: f64::from_bits(bits("mean_task_loss_bits")?),
+                    steps: bits("steps")? as usize,
+                },
+            })
+        };
+        self.residuals = residuals;
+        self.local = local;
+        self.names = names;
+        self.trained = pending;
         Ok(())
     }
 

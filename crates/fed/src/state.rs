@@ -138,3 +138,57 @@ pub(crate) fn take_mat(
         reason: format!("tensor {name}: {e}"),
     })
 }
+
+/// A state written by [`put_state`] under `prefix`, its shapes read from
+/// the tensors themselves (the matrices named `names`, in that order).
+pub(crate) fn read_state(
+    ck: &Checkpoint,
+    prefix: &str,
+    names: &[String],
+    path: &Path,
+) -> Result<ModelState, FedError> {
+    let get = |name: String| read_mat(ck, &name, path);
+    let factors = names
+        .iter()
+        .map(|n| {
+            Ok(AdapterFactors {
+                name: n.clone(),
+                b: get(format!("{prefix}{n}.B"))?,
+                a: get(format!("{prefix}{n}.A"))?,
+            })
+        })
+        .collect::<Result<Vec<_>, FedError>>()?;
+    let weight = get(format!("{prefix}head.weight"))?;
+    let bias_name = format!("{prefix}head.bias");
+    let bias = ck
+        .tensors
+        .get(&bias_name)
+        .filter(|t| t.shape == [weight.nrows()])
+        .map(|t| t.data.clone())
+        .ok_or_else(|| FedError::Resume {
+            path: path.to_path_buf(),
+            reason: format!("tensor {bias_name} is missing or misshaped"),
+        })?;
+    Ok(ModelState {
+        factors,
+        head: HeadParams { weight, bias },
+    })
+}
+
+/// A matrix of a checkpoint, of whatever shape it was saved with.
+pub(crate) fn read_mat(ck: &Checkpoint, name: &str, path: &Path) -> Result<Array2<f32>, FedError> {
+    let t = ck.tensors.get(name).ok_or_else(|| FedError::Resume {
+        path: path.to_path_buf(),
+        reason: format!("tensor {name} is missing"),
+    })?;
+    let [r, c] = t.shape[..] else {
+        return Err(FedError::Resume {
+            path: path.to_path_buf(),
+            reason: format!("tensor {name} has shape {:?}, expected a matrix", t.shape),
+        });
+    };
+    Array2::from_shape_vec((r, c), t.data.clone()).map_err(|e| FedError::Resume {
+        path: path.to_path_buf(),
+        reason: format!("tensor {name}: {e}"),
+    })
+}

@@ -228,6 +228,69 @@ fn the_server_refuses_updates_that_do_not_add_up() {
 }
 
 #[test]
+fn a_client_rebuilt_from_its_state_bytes_at_any_point_continues_identically() {
+    // A driver that keeps clients outside its process (a Flower node's
+    // state) saves each client after every message and rebuilds it before
+    // the next: the records must not move, for the factor residuals of
+    // SOFT, the dense ones of SLoRA, and local-only models.
+    for (method, local_only) in [
+        (MethodKind::Soft, false),
+        (MethodKind::SLora, false),
+        (MethodKind::Soft, true),
+    ] {
+        let mut cfg = common::small_base(common::scratch("protocol", "cache"));
+        cfg.federation.clients_per_round = 3;
+        cfg.federation.rounds = 3;
+        cfg.federation.local_only = local_only;
+        cfg.compression.method = method;
+        let task = common::task("protocol");
+        let want = run_simulation(&cfg, &task, 3);
+        let shards = client_shards(&cfg, &task).unwrap().into_clients();
+        let mut server = Server::new(
+            cfg.clone(),
+            task.clone(),
+            &client_shards(&cfg, &task).unwrap().sizes(),
+        )
+        .unwrap();
+        let fresh = |k: usize| Client::new(k, &cfg, task.clone(), shards[k].clone()).unwrap();
+        let mut states: Vec<Vec<u8>> = (0..4).map(|k| fresh(k).state_bytes().unwrap()).collect();
+        let mut exchange = |msgs: Vec<ServerMessage>| -> Vec<ClientMessage> {
+            msgs.iter()
+                .map(|m| {
+                    let k = m.client();
+                    let mut c = fresh(k);
+                    c.restore_state(&states[k]).unwrap();
+                    let reply = c.handle(m).unwrap();
+                    states[k] = c.state_bytes().unwrap();
+                    reply
+                })
+                .collect()
+        };
+        let mut records = Vec::new();
+        for _ in 0..3 {
+            let reports = exchange(server.plan_round().unwrap());
+            let updates = exchange(server.allocate(reports).unwrap());
+            records.push(server.finish_round(updates).unwrap());
+        }
+        assert_same(&(records, server.global().clone()), &want);
+    }
+    // Another client's state, and corrupt bytes, are refused.
+    let cfg = common::small_base(common::scratch("protocol", "cache"));
+    let task = common::task("protocol");
+    let shards = client_shards(&cfg, &task).unwrap().into_clients();
+    let a = Client::new(0, &cfg, task.clone(), shards[0].clone()).unwrap();
+    let mut b = Client::new(1, &cfg, task.clone(), shards[1].clone()).unwrap();
+    let bytes = a.state_bytes().unwrap();
+    let e = b.restore_state(&bytes).unwrap_err().to_string();
+    assert!(e.contains("another client"), "{e}");
+    let e = b
+        .restore_state(&bytes[..bytes.len() - 1])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("corrupt"), "{e}");
+}
+
+#[test]
 fn a_client_refuses_messages_for_others_or_out_of_order() {
     let cfg = common::small_base(common::scratch("protocol", "cache"));
     let task = common::task("protocol");

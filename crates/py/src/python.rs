@@ -447,12 +447,19 @@ struct PyTask {
 impl PyTask {
     /// Reads a wflora TOML configuration (the keys it changes over its
     /// base, as `wflora run FILE` does; `file` names it in errors and
-    /// resolves its `base`) and builds its task (pre-training the backbone
-    /// on first use).
+    /// resolves its `base`), with `overrides` as `--set KEY=VALUE` gives
+    /// them, and builds its task (pre-training the backbone on first use).
     #[staticmethod]
-    #[pyo3(signature = (text, file="<config>"))]
-    fn from_toml(py: Python<'_>, text: &str, file: &str) -> PyResult<Self> {
-        let cfg = RunConfig::from_toml(text, file).map_err(err)?;
+    #[pyo3(signature = (text, file="<config>", overrides=Vec::new()))]
+    fn from_toml(py: Python<'_>, text: &str, file: &str, overrides: Vec<String>) -> PyResult<Self> {
+        let overrides = overrides
+            .iter()
+            .map(|s| {
+                s.parse::<wflora_fed::config::layers::Override>()
+                    .map_err(|e| err(format!("--set {s}: {e}")))
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        let cfg = RunConfig::from_toml_with(text, file, &overrides).map_err(err)?;
         py.detach(|| {
             let task = Arc::new(wflora_fed::Task::build(&cfg.task)?);
             let shards = client_shards(&cfg, &task)?.into_clients();
@@ -598,6 +605,19 @@ impl PyClient {
         let client = &mut self.0;
         let reply = py.detach(|| client.handle(&msg)).map_err(err)?;
         Ok(PyBytes::new(py, &reply.encode()))
+    }
+
+    /// The client's whole state (residuals, local model, an update trained
+    /// but not yet compressed) as bytes, for drivers that keep a client
+    /// between messages outside this process (a Flower node's state).
+    fn state<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        Ok(PyBytes::new(py, &self.0.state_bytes().map_err(err)?))
+    }
+
+    /// Restores what [`PyClient::state`] wrote (the same client of the same
+    /// configuration).
+    fn restore_state(&mut self, data: &[u8]) -> PyResult<()> {
+        self.0.restore_state(data).map_err(err)
     }
 
     /// The client's index.

@@ -90,3 +90,35 @@ def test_a_server_checkpoint_restores_the_round(task: wflora.Task) -> None:
     assert fresh.round == 1
     with pytest.raises(wflora.WfloraError, match="corrupt"):
         fresh.restore(saved[:-1])
+
+
+def test_clients_rebuilt_from_their_state_bytes_give_the_same_records(task: wflora.Task) -> None:
+    """What a Flower node does: a fresh client per message, its state carried
+    as bytes in between."""
+    server = task.server()
+    states = {k: task.client(k).state() for k in range(len(task.shards))}
+
+    def handle(k: int, msg: bytes) -> bytes:
+        client = task.client(k)
+        client.restore_state(states[k])
+        reply = client.handle(msg)
+        states[k] = client.state()
+        return reply
+
+    records = []
+    while not server.finished:
+        reports = [handle(k, m) for k, m in server.plan_round()]
+        updates = [handle(k, m) for k, m in server.allocate(reports)]
+        records.append(server.finish_round(updates))
+    assert records == drive(task)
+    with pytest.raises(wflora.WfloraError, match="another client"):
+        task.client(1).restore_state(states[0])
+
+
+def test_overrides_are_applied_as_set_does(cache: pathlib.Path) -> None:
+    task = wflora.Task.from_toml(small_toml(cache), "small.toml", ["federation.rounds=1", "seed=4"])
+    assert task.config["federation"]["rounds"] == 1 and task.config["seed"] == 4
+    with pytest.raises(wflora.WfloraError, match="--set federation.nonsense=1"):
+        wflora.Task.from_toml(small_toml(cache), "small.toml", ["federation.nonsense=1"])
+    with pytest.raises(wflora.WfloraError, match="--set"):
+        wflora.Task.from_toml(small_toml(cache), "small.toml", ["no equals sign"])

@@ -140,6 +140,8 @@ class Server:
 
     def __init__(self, inner: "_core.Server") -> None:
         self._inner = inner
+        #: The last record as the exact JSON line ``wflora run`` writes.
+        self.last_record_line: Optional[str] = None
 
     def plan_round(self) -> List[Tuple[int, bytes]]:
         """Round phase 1: ``[(client, message)]``, a train instruction for
@@ -155,7 +157,8 @@ class Server:
         """Round phase 3: from every sampled client's update (any order),
         the new global state; returns the round's record (the line ``wflora
         run`` writes to ``metrics.jsonl``) as a dict."""
-        return json.loads(self._inner.finish_round(list(replies)))
+        self.last_record_line = self._inner.finish_round(list(replies))
+        return json.loads(self.last_record_line)
 
     @property
     def round(self) -> int:
@@ -185,16 +188,17 @@ class Task:
         self._inner = inner
 
     @classmethod
-    def from_toml(cls, text: str, file: str = "<config>") -> "Task":
+    def from_toml(cls, text: str, file: str = "<config>", overrides: Sequence[str] = ()) -> "Task":
         """Reads a wflora TOML configuration (the keys it changes over its
-        base, as ``wflora run FILE`` reads it) and builds the task,
-        pre-training the backbone on first use (cached on disk).
+        base, as ``wflora run FILE`` reads it), with ``overrides`` as
+        ``--set KEY=VALUE`` takes them (``"federation.rounds=5"``), and builds
+        the task, pre-training the backbone on first use (cached on disk).
 
         Raises:
             WfloraError: the configuration is invalid (the message names the
                 file and the key), or the task cannot be built.
         """
-        return cls(_core.Task.from_toml(text, file))
+        return cls(_core.Task.from_toml(text, file, list(overrides)))
 
     @property
     def config(self) -> Dict[str, Any]:
