@@ -55,12 +55,16 @@ def exchange(
         Message(common.pack(payload, client=k), dst_node_id=node_of[k], message_type=phase, ttl=timeout + 60)
         for k, payload in msgs
     ]
-    replies = []
+    replies, errors = [], []
     for reply in grid.send_and_receive(out, timeout=timeout):
         if reply.has_error():
-            print(f"wflora-flower: {phase}: a reply is an error ({reply.error.code}: {reply.error.reason})")
+            errors.append(f"{reply.error.code}: {reply.error.reason}")
             continue
         replies.append(common.unpack(reply.content))
+    if errors:
+        # A client that failed is not yet treated as sitting out: stop, with
+        # its reasons.
+        raise wflora.WfloraError(f"{phase}: {len(errors)} of {len(out)} clients failed: " + "; ".join(errors))
     return replies
 
 
@@ -81,7 +85,11 @@ def main(grid: Grid, context: Context) -> None:
     metrics = None
     if out:
         pathlib.Path(out).mkdir(parents=True, exist_ok=True)
-        metrics = (pathlib.Path(out) / "metrics.jsonl").open("w")
+        # Never overwrite a run's metrics ("x": fails if the file exists).
+        try:
+            metrics = (pathlib.Path(out) / "metrics.jsonl").open("x")
+        except FileExistsError:
+            raise wflora.WfloraError(f"{out}/metrics.jsonl exists: choose another `out`") from None
     try:
         while not server.finished:
             reports = exchange(grid, node_of, common.TRAIN, server.plan_round(), timeout)

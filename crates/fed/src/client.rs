@@ -24,7 +24,7 @@ use ndarray::Array2;
 use std::path::Path;
 use std::sync::Arc;
 use wflora_data::{BatchSampler, Partition};
-use wflora_lora::{Batch, LocalTrainer, LocalUpdate, TrainOptions};
+use wflora_lora::{Batch, LocalTrainer, LocalUpdate, TrainOptions, VitModel};
 use wflora_soft::{Factors, FactorsView, Residual, importances};
 
 /// The clients' data shards of a run: the configured partition of the
@@ -76,8 +76,21 @@ pub struct Client {
     /// The client's own model (local-only runs).
     local: Option<ModelState>,
     trained: Option<Trained>,
-    /// The adapted matrices' names (from the first state it was sent).
+    /// The adapted matrices' names, in the model's order.
     names: Vec<String>,
+    /// The model's shapes.
+    layout: Layout,
+}
+
+/// An adapted matrix: its name and the dims of `B` and `A`.
+type MatrixShape = (String, (usize, usize), (usize, usize));
+
+/// The shapes of a client's model: `(name, B dims, A dims)` per adapted
+/// matrix, and the head's `(weight dims, bias length)`.
+#[derive(Debug, Clone)]
+struct Layout {
+    factors: Vec<MatrixShape>,
+    head: ((usize, usize), usize),
 }
 
 impl Client {
@@ -108,16 +121,97 @@ impl Client {
                 ),
             ));
         }
+        // The shapes every state sent to this client must have.
+        let model = VitModel::new(
+            task.backbone.clone(),
+            cfg.model.fine_tune_mode(),
+            task.num_classes,
+            0,
+        )?;
+        let layout = Layout {
+            factors: model
+                .factors()?
+                .into_iter()
+                .map(|f| (f.name, f.b.dim(), f.a.dim()))
+                .collect(),
+            head: {
+                let h = model.head()?;
+                (h.weight.dim(), h.bias.len())
+            },
+        };
         Ok(Self {
             id,
             cfg: cfg.clone(),
             task,
             shard,
-            residuals: Vec::new(),
+            residuals: vec![Residual::Zero; layout.factors.len()],
             local: None,
             trained: None,
-            names: Vec::new(),
+            names: layout.factors.iter().map(|f| f.0.clone()).collect(),
+            layout,
         })
+    }
+
+    /// Checks that a state fits this client's model: the same adapted
+    /// matrices in the same order, of the same shapes, and the head's.
+    fn check_state(&self, s: &ModelState, what: &str) -> Result<(), FedError> {
+        let bad = |why: String| Err(protocol(format!("client {}: {what}: {why}", self.id)));
+        if s.factors.len() != self.layout.factors.len() {
+            return bad(format!(
+                "{} adapted matrices, the model has {}",
+                s.factors.len(),
+                self.layout.factors.len()
+            ));
+        }
+        for (f, (name, bd, ad)) in s.factors.iter().zip(&self.layout.factors) {
+            if &f.name != name || f.b.dim() != *bd || f.a.dim() != *ad {
+                return bad(format!(
+                    "matrix '{}' with B {:?} and A {:?}, expected '{name}' with B {bd:?} and A {ad:?}",
+                    f.name,
+                    f.b.dim(),
+                    f.a.dim()
+                ));
+            }
+            if !f.b.iter().chain(f.a.iter()).all(|v| v.is_finite()) {
+                return bad(format!("matrix '{name}' is not finite"));
+            }
+        }
+        let (wd, bl) = self.layout.head;
+        if s.head.weight.dim() != wd || s.head.bias.len() != bl {
+            return bad(format!(
+                "head {:?} + {}, expected {wd:?} + {bl}",
+                s.head.weight.dim(),
+                s.head.bias.len()
+            ));
+        }
+        if !s
+            .head
+            .weight
+            .iter()
+            .chain(&s.head.bias)
+            .all(|v| v.is_finite())
+        {
+            return bad("the head is not finite".into());
+        }
+        Ok(())
+    }
+
+    /// Checks a residual against matrix `j`'s shapes.
+    fn check_residual(&self, j: usize, r: &Residual) -> Result<(), FedError> {
+        let (name, bd, ad) = &self.layout.factors[j];
+        let ok = match r {
+            Residual::Zero => true,
+            Residual::Factors(f) => f.b.dim() == *bd && f.a.dim() == *ad,
+            Residual::Dense(e) => e.dim() == (bd.0, ad.1),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(protocol(format!(
+                "client {}: the residual of '{name}' does not fit its shapes",
+                self.id
+            )))
+        }
     }
 
     /// The client's index.
@@ -163,12 +257,7 @@ impl Client {
                 )));
             }
         };
-        if self.residuals.len() != start.factors.len() {
-            self.residuals = vec![Residual::Zero; start.factors.len()];
-        }
-        if self.names.is_empty() {
-            self.names = start.factors.iter().map(|f| f.name.clone()).collect();
-        }
+        self.check_state(&start, &format!("round {}'s state", m.round))?;
         let update = self.local_steps(&start, m.round, m.batch_seed)?;
         let deltas: Vec<_> = start
             .factors
@@ -270,9 +359,10 @@ impl Client {
     }
 
     fn compress(&mut self, m: &CompressInstruction) -> Result<ClientUpdate, FedError> {
+        // Nothing changes until the instruction is known to be good.
         let trained = self
             .trained
-            .take()
+            .as_ref()
             .filter(|t| t.round == m.round)
             .ok_or_else(|| {
                 protocol(format!(
@@ -290,7 +380,9 @@ impl Client {
         };
         if m.components == 0 {
             // Sits out (deep fade): the whole update stays in the residual.
-            self.absorb(&trained);
+            if let Some(t) = self.trained.take() {
+                self.absorb(&t);
+            }
             return Ok(update);
         }
         let layers = trained.start.factors.len();
@@ -304,6 +396,7 @@ impl Client {
         let head = &trained.update.head;
         let mut bits = head.len() as u64 * u64::from(self.cfg.wireless.channel.bits_per_value);
         let c = &self.cfg.compression;
+        let mut residuals = Vec::with_capacity(layers);
         for (j, (g, (db, da))) in trained
             .start
             .factors
@@ -318,14 +411,19 @@ impl Client {
                 &self.residuals[j],
                 m.components,
             )?;
-            self.residuals[j] = res;
+            residuals.push(res);
             bits += msg.size().total();
             update.messages.push(msg);
         }
         update.payload_bits = bits;
-        update.head = Some(trained.update.head.clone());
-        if m.report_factors {
-            update.local_factors = trained.update.factors;
+        update.head = Some(head.clone());
+        // Every matrix compressed: commit.
+        self.residuals = residuals;
+        let trained = self.trained.take();
+        if m.report_factors
+            && let Some(t) = trained
+        {
+            update.local_factors = t.update.factors;
         }
         Ok(update)
     }
@@ -564,9 +662,27 @@ impl Client {
                 },
             })
         };
+        if names != self.names {
+            return Err(bad("its matrices are not this model's"));
+        }
+        for (j, r) in residuals.iter().enumerate() {
+            self.check_residual(j, r)?;
+        }
+        if let Some(l) = &local {
+            self.check_state(l, "the saved local model")?;
+        }
+        if let Some(t) = &pending {
+            self.check_state(&t.start, "the saved start state")?;
+            self.check_state(
+                &ModelState {
+                    factors: t.update.factors.clone(),
+                    head: t.update.head.clone(),
+                },
+                "the saved update",
+            )?;
+        }
         self.residuals = residuals;
         self.local = local;
-        self.names = names;
         self.trained = pending;
         Ok(())
     }

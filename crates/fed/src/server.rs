@@ -379,9 +379,8 @@ impl Server {
                 ));
             }
         };
-        // The phase changes only once the updates are accepted.
+        // Nothing changes until the updates are accepted and aggregated.
         let updates = self.updates(&a, replies)?;
-        self.phase = Phase::Idle;
         let clock = Instant::now();
         let (sent, totals) = self.account(&a, &updates);
         self.times.compress_s += clock.elapsed().as_secs_f64();
@@ -389,13 +388,18 @@ impl Server {
         let covariance_rel = self.covariance(&sent)?;
         self.times.covariance_s += clock.elapsed().as_secs_f64();
         let clock = Instant::now();
-        self.aggregate(&sent)?;
-        self.check_finite(a.round)?;
+        let global = self.aggregate(&sent)?;
+        check_finite(&global, a.round)?;
         self.times.aggregate_s += clock.elapsed().as_secs_f64();
-        let queue_s = match &mut self.queue {
+        let mut queue = self.queue;
+        let queue_s = match &mut queue {
             Some(q) => q.update(totals.latency_s)?,
             None => 0.0,
         };
+        // Commit.
+        self.global = global;
+        self.queue = queue;
+        self.phase = Phase::Idle;
         self.round += 1;
         self.sim_time_s += totals.latency_s;
         self.latency_sum_s += totals.latency_s;
@@ -474,16 +478,15 @@ impl Server {
             ClientMessage::Trained(r) => Err(r.client),
         })?;
         for (i, u) in updates.iter().enumerate() {
-            let sits_out = a.allocation.components[i] == 0;
-            self.check_update(u, sits_out)?;
+            self.check_update(u, a.allocation.components[i] as usize)?;
         }
         Ok(updates)
     }
 
-    fn check_update(&self, u: &ClientUpdate, sits_out: bool) -> Result<(), FedError> {
+    fn check_update(&self, u: &ClientUpdate, m_k: usize) -> Result<(), FedError> {
         let k = u.client;
         let bad = |what: String| Err(protocol(format!("client {k}'s update: {what}")));
-        if sits_out {
+        if m_k == 0 {
             return if u.sat_out() && u.messages.is_empty() {
                 Ok(())
             } else {
@@ -504,6 +507,9 @@ impl Server {
                 self.global.head.bias.len()
             ));
         }
+        if !head.weight.iter().chain(&head.bias).all(|v| v.is_finite()) {
+            return bad("the head is not finite".into());
+        }
         let layers = self.global.factors.len();
         if u.messages.len() != layers || u.local_factors.len() != layers {
             return bad(format!(
@@ -511,6 +517,19 @@ impl Server {
                 u.messages.len(),
                 u.local_factors.len()
             ));
+        }
+        for (f, g) in u.local_factors.iter().zip(&self.global.factors) {
+            if f.name != g.name || f.b.dim() != g.b.dim() || f.a.dim() != g.a.dim() {
+                return bad(format!(
+                    "local factors '{}' {:?}/{:?}, expected '{}' {:?}/{:?}",
+                    f.name,
+                    f.b.dim(),
+                    f.a.dim(),
+                    g.name,
+                    g.b.dim(),
+                    g.a.dim()
+                ));
+            }
         }
         for (j, (msg, g)) in u.messages.iter().zip(&self.global.factors).enumerate() {
             let dims = msg.dims();
@@ -524,6 +543,17 @@ impl Server {
                     self.cfg.compression.method,
                     (g.b.nrows(), g.b.ncols(), g.a.ncols())
                 ));
+            }
+            // It was allocated m_k components: their budget bounds it (ILoRA
+            // is the uncompressed upper line and sends everything).
+            if msg.method() != wflora_soft::MethodKind::ILora {
+                let limit = wflora_soft::budget(dims, m_k)?.total();
+                if msg.size().total() > limit {
+                    return bad(format!(
+                        "matrix {j} carries {} bits, the budget of its m = {m_k} components is {limit}",
+                        msg.size().total()
+                    ));
+                }
             }
         }
         let bits = head.len() as u64 * u64::from(self.cfg.wireless.channel.bits_per_value)
@@ -596,21 +626,22 @@ impl Server {
     }
 
     /// Factor-wise aggregation of the messages, the head densely, with
-    /// weights `p_k ∝ |D_k|` over the clients that sent.
-    fn aggregate(&mut self, sent: &[Sent<'_>]) -> Result<(), FedError> {
+    /// weights `p_k ∝ |D_k|` over the clients that sent: the new global
+    /// state (the current one is not changed).
+    fn aggregate(&self, sent: &[Sent<'_>]) -> Result<ModelState, FedError> {
+        let mut global = self.global.clone();
         let total_w: f64 = sent.iter().map(|s| s.weight).sum();
         if total_w <= 0.0 {
-            return Ok(());
+            return Ok(global);
         }
-        for j in 0..self.global.factors.len() {
+        for (j, g) in global.factors.iter_mut().enumerate() {
             let msgs: Vec<(f64, &Message)> = sent
                 .iter()
                 .map(|s| (s.weight / total_w, &s.update.messages[j]))
                 .collect();
-            let g = &self.global.factors[j];
             let new = aggregate(FactorsView::new(g.b.view(), g.a.view()), &msgs)?;
-            self.global.factors[j].b = new.b;
-            self.global.factors[j].a = new.a;
+            g.b = new.b;
+            g.a = new.a;
         }
         let g = &self.global.head;
         let mut w = g.weight.clone();
@@ -623,8 +654,8 @@ impl Server {
                 *bj += p * (hj - gj);
             }
         }
-        self.global.head = HeadParams { weight: w, bias: b };
-        Ok(())
+        global.head = HeadParams { weight: w, bias: b };
+        Ok(global)
     }
 
     /// Phase evaluation: the global model on the test split every
@@ -669,24 +700,6 @@ impl Server {
             shares: Vec::new(),
             covariance_rel: Vec::new(),
         }
-    }
-
-    fn check_finite(&self, t: usize) -> Result<(), FedError> {
-        for f in &self.global.factors {
-            if !f.b.iter().chain(f.a.iter()).all(|v| v.is_finite()) {
-                return Err(FedError::Diverged {
-                    round: t,
-                    what: format!("global factor {}", f.name),
-                });
-            }
-        }
-        if !self.global.head.weight.iter().all(|v| v.is_finite()) {
-            return Err(FedError::Diverged {
-                round: t,
-                what: "global head".into(),
-            });
-        }
-        Ok(())
     }
 
     /// The clients sampled in round `t` (sorted).
@@ -987,6 +1000,31 @@ fn in_client_order<T>(
 
 fn protocol(what: String) -> FedError {
     FedError::Protocol { what }
+}
+
+/// Divergence of an aggregated state (a non-finite factor or head).
+fn check_finite(s: &ModelState, t: usize) -> Result<(), FedError> {
+    for f in &s.factors {
+        if !f.b.iter().chain(f.a.iter()).all(|v| v.is_finite()) {
+            return Err(FedError::Diverged {
+                round: t,
+                what: format!("global factor {}", f.name),
+            });
+        }
+    }
+    if !s
+        .head
+        .weight
+        .iter()
+        .chain(&s.head.bias)
+        .all(|v| v.is_finite())
+    {
+        return Err(FedError::Diverged {
+            round: t,
+            what: "global head".into(),
+        });
+    }
+    Ok(())
 }
 
 fn mean(it: impl Iterator<Item = f64>) -> f64 {

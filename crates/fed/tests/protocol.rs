@@ -223,6 +223,30 @@ fn the_server_refuses_updates_that_do_not_add_up() {
     assert!(e.contains("local factors"), "{e}");
     let e = tamper(&|u| u.round = 5);
     assert!(e.contains("answered round 5"), "{e}");
+    let e = tamper(&|u| u.head.as_mut().unwrap().bias[0] = f32::NAN);
+    assert!(e.contains("not finite"), "{e}");
+    let e = tamper(&|u| u.local_factors[0].name = "blocks.9.attn.k".into());
+    assert!(e.contains("local factors 'blocks.9.attn.k'"), "{e}");
+    // More than its m_k components: SOFT keeping all r of them.
+    let e = tamper(&|u| {
+        let (d, l, r) = {
+            let dims = u.messages[0].dims();
+            (dims.d, dims.l, dims.r)
+        };
+        let (b, a) = (Array2::<f32>::ones((d, r)), Array2::<f32>::ones((r, l)));
+        let all = MethodKind::Soft
+            .sparsifier(true, 0)
+            .compress(
+                FactorsView::new(b.view(), a.view()),
+                FactorsView::new(b.view(), a.view()),
+                &Residual::Zero,
+                r,
+            )
+            .unwrap()
+            .0;
+        u.messages[0] = all;
+    });
+    assert!(e.contains("the budget of its m = 2 components"), "{e}");
     let rec = server.finish_round(updates).unwrap();
     assert_eq!(rec.participants, 4);
 }
@@ -306,6 +330,53 @@ fn a_client_refuses_messages_for_others_or_out_of_order() {
     });
     let err = client.handle(&compress).unwrap_err().to_string();
     assert!(err.contains("before training"), "{err}");
+    // A state that is not this model's (two matrices swapped) is refused
+    // before anything changes.
+    let server = Server::new(
+        {
+            let mut c = cfg.clone();
+            c.federation.clients_per_round = 4;
+            c
+        },
+        task.clone(),
+        &shards.sizes(),
+    )
+    .unwrap();
+    let mut state = server.global().clone();
+    state.factors.swap(0, 1);
+    let train = |state: ModelState| {
+        ServerMessage::Train(TrainInstruction {
+            round: 0,
+            client: 1,
+            state: Some(state),
+            batch_seed: 0,
+            report_importances: false,
+            evaluate: false,
+        })
+    };
+    let err = client.handle(&train(state)).unwrap_err().to_string();
+    assert!(err.contains("expected 'blocks.0.attn.q'"), "{err}");
+    client.handle(&train(server.global().clone())).unwrap();
+    // A bad compress instruction leaves the trained update in place.
+    let bad = |components: usize, seeds: usize| {
+        ServerMessage::Compress(CompressInstruction {
+            round: 0,
+            client: 1,
+            components,
+            share: 0.25,
+            sparsifier_seeds: vec![0; seeds],
+            report_factors: true,
+        })
+    };
+    let layers = server.global().factors.len();
+    let err = client.handle(&bad(2, 1)).unwrap_err().to_string();
+    assert!(err.contains("sparsifier seeds"), "{err}");
+    let err = client.handle(&bad(99, layers)).unwrap_err().to_string();
+    assert!(err.contains("kept components m = 99"), "{err}");
+    let ClientMessage::Update(u) = client.handle(&bad(2, layers)).unwrap() else {
+        unreachable!()
+    };
+    assert_eq!(u.messages.len(), layers);
     let other = ServerMessage::Train(TrainInstruction {
         round: 0,
         client: 2,

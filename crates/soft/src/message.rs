@@ -49,10 +49,20 @@ impl Bits {
 pub fn budget(dims: Dims, m: usize) -> Result<Bits, SoftError> {
     check_components(m, dims.r)?;
     let m = m as u64;
-    Ok(Bits {
-        values: m * (dims.d + dims.l) as u64,
-        index_bits: m * index_bits_for(dims.r),
-    })
+    let overflow = || SoftError::MalformedMessage {
+        reason: format!("dims {dims:?}: the budget of m = {m} components overflows 64 bits"),
+    };
+    let values = (dims.d as u64)
+        .checked_add(dims.l as u64)
+        .and_then(|n| n.checked_mul(m))
+        .filter(|v| v.checked_mul(VALUE_BITS).is_some())
+        .ok_or_else(overflow)?;
+    let index_bits = m.checked_mul(index_bits_for(dims.r)).ok_or_else(overflow)?;
+    values
+        .checked_mul(VALUE_BITS)
+        .and_then(|b| b.checked_add(index_bits))
+        .ok_or_else(overflow)?;
+    Ok(Bits { values, index_bits })
 }
 
 /// A set of positions out of `n`: all of them (no indices sent), or a

@@ -114,6 +114,23 @@ fn components_outside_one_to_r_are_rejected_by_every_method() {
             assert_eq!(err, SoftError::Components { m, r: 2 }, "{kind} {m}");
         }
     }
+    // Sizes from outside (a message header, Python) cannot overflow the count.
+    let huge = wflora_soft::Dims {
+        d: usize::MAX,
+        l: usize::MAX,
+        r: 1,
+    };
+    let err = wflora_soft::budget(huge, 1).unwrap_err().to_string();
+    assert!(err.contains("overflows"), "{err}");
+    let wide = wflora_soft::Dims {
+        d: 1 << 60,
+        l: 1,
+        r: 1,
+    };
+    assert!(
+        wflora_soft::budget(wide, 1).is_err(),
+        "values × 32 overflows"
+    );
     let dims = wflora_soft::Dims { d: 1, l: 1, r: 8 };
     let err = wflora_soft::budget(dims, 0).unwrap_err();
     assert_eq!(err, SoftError::Components { m: 0, r: 8 });
