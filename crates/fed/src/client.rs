@@ -394,9 +394,35 @@ impl Client {
             )));
         }
         let head = &trained.update.head;
+        let (messages, residuals, bits) = self.compress_all(trained, m)?;
+        update.messages = messages;
+        update.payload_bits = bits;
+        update.head = Some(head.clone());
+        // Every matrix compressed: commit.
+        self.residuals = residuals;
+        let trained = self.trained.take();
+        if m.report_factors
+            && let Some(t) = trained
+        {
+            update.local_factors = t.update.factors;
+        }
+        Ok(update)
+    }
+
+    /// Every matrix of `trained` compressed with `m.components` kept: the
+    /// messages, the new residuals (not yet committed) and the payload bits
+    /// with the head's.
+    fn compress_all(
+        &self,
+        trained: &Trained,
+        m: &CompressInstruction,
+    ) -> Result<(Vec<wflora_soft::Message>, Vec<Residual>, u64), FedError> {
+        let head = &trained.update.head;
         let mut bits = head.len() as u64 * u64::from(self.cfg.wireless.channel.bits_per_value);
         let c = &self.cfg.compression;
-        let mut residuals = Vec::with_capacity(layers);
+        let layers = trained.start.factors.len();
+        let (mut messages, mut residuals) =
+            (Vec::with_capacity(layers), Vec::with_capacity(layers));
         for (j, (g, (db, da))) in trained
             .start
             .factors
@@ -411,21 +437,11 @@ impl Client {
                 &self.residuals[j],
                 m.components,
             )?;
-            residuals.push(res);
             bits += msg.size().total();
-            update.messages.push(msg);
+            messages.push(msg);
+            residuals.push(res);
         }
-        update.payload_bits = bits;
-        update.head = Some(head.clone());
-        // Every matrix compressed: commit.
-        self.residuals = residuals;
-        let trained = self.trained.take();
-        if m.report_factors
-            && let Some(t) = trained
-        {
-            update.local_factors = t.update.factors;
-        }
-        Ok(update)
+        Ok((messages, residuals, bits))
     }
 
     /// Adds the whole update to the residual (error feedback on) or drops it.
