@@ -261,16 +261,26 @@ impl Checkpoint {
             source,
         })?;
         let ck = Self::from_bytes(&bytes, path)?;
-        if let Some(expected) = expected_config
-            && ck.config_hash != expected
-        {
-            return Err(CheckpointError::OtherConfig {
-                path: path.to_path_buf(),
-                found: ck.config_hash,
-                expected: expected.to_owned(),
-            });
+        if let Some(expected) = expected_config {
+            ck.check_config(expected, path)?;
         }
         Ok(ck)
+    }
+
+    /// Refuses a checkpoint written under another configuration than the
+    /// one whose hash is `expected` (`path` names it in the error).
+    ///
+    /// # Errors
+    /// [`CheckpointError::OtherConfig`].
+    pub fn check_config(&self, expected: &str, path: &Path) -> Result<(), CheckpointError> {
+        if self.config_hash == expected {
+            return Ok(());
+        }
+        Err(CheckpointError::OtherConfig {
+            path: path.to_path_buf(),
+            found: self.config_hash.clone(),
+            expected: expected.to_owned(),
+        })
     }
 
     /// Takes a tensor out, checking its shape.

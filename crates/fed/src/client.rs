@@ -12,12 +12,14 @@
 //! of its state leaves it but what the messages carry.
 
 use crate::checkpoint::Checkpoint;
-use crate::config::{RunConfig, TrainMode};
+use crate::config::RunConfig;
 use crate::protocol::{
     ClientMessage, ClientUpdate, CompressInstruction, ServerMessage, TrainInstruction, TrainReport,
 };
 use crate::seed::{Stream, derive};
-use crate::state::{ModelState, mat, put_state, read_mat, read_state, take_mat, take_state};
+use crate::state::{
+    ModelState, NonFinite, mat, put_state, read_mat, read_state, take_mat, take_state,
+};
 use crate::task::Task;
 use crate::{FedError, eval};
 use ndarray::Array2;
@@ -172,9 +174,6 @@ impl Client {
                     f.a.dim()
                 ));
             }
-            if !f.b.iter().chain(f.a.iter()).all(|v| v.is_finite()) {
-                return bad(format!("matrix '{name}' is not finite"));
-            }
         }
         let (wd, bl) = self.layout.head;
         if s.head.weight.dim() != wd || s.head.bias.len() != bl {
@@ -184,16 +183,11 @@ impl Client {
                 s.head.bias.len()
             ));
         }
-        if !s
-            .head
-            .weight
-            .iter()
-            .chain(&s.head.bias)
-            .all(|v| v.is_finite())
-        {
-            return bad("the head is not finite".into());
+        match s.non_finite() {
+            None => Ok(()),
+            Some(NonFinite::Factor(name)) => bad(format!("matrix '{name}' is not finite")),
+            Some(NonFinite::Head) => bad("the head is not finite".into()),
         }
-        Ok(())
     }
 
     /// Checks a residual against matrix `j`'s shapes.
@@ -606,15 +600,7 @@ impl Client {
     pub fn restore_state(&mut self, bytes: &[u8]) -> Result<(), FedError> {
         let path = std::path::PathBuf::from(format!("<client {} state>", self.id));
         let ck = Checkpoint::from_bytes(bytes, &path)?;
-        let expected = self.cfg.hash();
-        if ck.config_hash != expected {
-            return Err(crate::checkpoint::CheckpointError::OtherConfig {
-                path,
-                found: ck.config_hash,
-                expected,
-            }
-            .into());
-        }
+        ck.check_config(&self.cfg.hash(), &path)?;
         let bad = |what: &str| FedError::Resume {
             path: path.clone(),
             reason: format!("client state: {what}"),
@@ -701,12 +687,6 @@ impl Client {
         self.local = local;
         self.trained = pending;
         Ok(())
-    }
-
-    /// Whether the run trains LoRA factors (else only the head).
-    #[must_use]
-    pub fn trains_factors(&self) -> bool {
-        self.cfg.model.mode == TrainMode::Lora
     }
 }
 

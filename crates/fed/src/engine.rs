@@ -226,15 +226,7 @@ impl Simulation {
     /// [`FedError::Checkpoint`] for another configuration, a missing or
     /// misshaped tensor, or malformed metadata.
     pub fn restore(&mut self, mut ck: Checkpoint, path: &Path) -> Result<(), FedError> {
-        let expected = self.config().hash();
-        if ck.config_hash != expected {
-            return Err(crate::checkpoint::CheckpointError::OtherConfig {
-                path: path.to_path_buf(),
-                found: ck.config_hash,
-                expected,
-            }
-            .into());
-        }
+        ck.check_config(&self.config().hash(), path)?;
         let meta_err = |what: &str| FedError::Resume {
             path: path.to_path_buf(),
             reason: format!("checkpoint metadata: {what}"),

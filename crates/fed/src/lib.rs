@@ -82,7 +82,7 @@ pub use online::LatencyModel;
 pub use protocol::{ClientMessage, ServerMessage, WireError};
 pub use run::{RunDir, Start, run_to_end, run_until};
 pub use server::Server;
-pub use state::{ModelState, PhaseTimes, RoundAllocation};
+pub use state::{ModelState, NonFinite, PhaseTimes, RoundAllocation};
 pub use task::{DatasetSource, PretrainedWeights, Task, TaskConfig, WeightsFormat};
 pub use tsfa::{OfflinePlan, OfflineSettings, PilotRun, plan_offline};
 

@@ -27,7 +27,9 @@ use crate::protocol::{
     ClientMessage, ClientUpdate, CompressInstruction, ServerMessage, TrainInstruction, TrainReport,
 };
 use crate::seed::{Stream, derive};
-use crate::state::{ModelState, PhaseTimes, RoundAllocation, put_state, take_state};
+use crate::state::{
+    ModelState, NonFinite, PhaseTimes, RoundAllocation, head_is_finite, put_state, take_state,
+};
 use crate::task::Task;
 use crate::{FedError, eval, metrics::RoundRecord};
 use rand::SeedableRng;
@@ -507,7 +509,7 @@ impl Server {
                 self.global.head.bias.len()
             ));
         }
-        if !head.weight.iter().chain(&head.bias).all(|v| v.is_finite()) {
+        if !head_is_finite(head) {
             return bad("the head is not finite".into());
         }
         let layers = self.global.factors.len();
@@ -1004,27 +1006,12 @@ fn protocol(what: String) -> FedError {
 
 /// Divergence of an aggregated state (a non-finite factor or head).
 fn check_finite(s: &ModelState, t: usize) -> Result<(), FedError> {
-    for f in &s.factors {
-        if !f.b.iter().chain(f.a.iter()).all(|v| v.is_finite()) {
-            return Err(FedError::Diverged {
-                round: t,
-                what: format!("global factor {}", f.name),
-            });
-        }
-    }
-    if !s
-        .head
-        .weight
-        .iter()
-        .chain(&s.head.bias)
-        .all(|v| v.is_finite())
-    {
-        return Err(FedError::Diverged {
-            round: t,
-            what: "global head".into(),
-        });
-    }
-    Ok(())
+    let what = match s.non_finite() {
+        None => return Ok(()),
+        Some(NonFinite::Factor(name)) => format!("global factor {name}"),
+        Some(NonFinite::Head) => "global head".into(),
+    };
+    Err(FedError::Diverged { round: t, what })
 }
 
 fn mean(it: impl Iterator<Item = f64>) -> f64 {

@@ -17,6 +17,33 @@ pub struct ModelState {
     pub head: HeadParams,
 }
 
+impl ModelState {
+    /// The first part of the state that holds a NaN or an infinity: an
+    /// adapted matrix (by name) or the head; `None` when all is finite.
+    #[must_use]
+    pub fn non_finite(&self) -> Option<NonFinite<'_>> {
+        self.factors
+            .iter()
+            .find(|f| !f.b.iter().chain(f.a.iter()).all(|v| v.is_finite()))
+            .map(|f| NonFinite::Factor(&f.name))
+            .or_else(|| (!head_is_finite(&self.head)).then_some(NonFinite::Head))
+    }
+}
+
+/// Where [`ModelState::non_finite`] found a NaN or an infinity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NonFinite<'a> {
+    /// The adapted matrix of this name.
+    Factor(&'a str),
+    /// The head (weight or bias).
+    Head,
+}
+
+/// Whether every weight and bias of a head is finite.
+pub(crate) fn head_is_finite(h: &HeadParams) -> bool {
+    h.weight.iter().chain(&h.bias).all(|v| v.is_finite())
+}
+
 /// Wall-clock seconds this process spent in each phase of its rounds: a
 /// measurement for profiling (`docs/performance.md`), not part of the
 /// simulation (the metrics use simulated time only). Starts at zero when a

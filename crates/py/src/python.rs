@@ -581,14 +581,8 @@ impl PyServer {
     fn restore(&mut self, data: &[u8]) -> PyResult<()> {
         let path = PathBuf::from("<server checkpoint>");
         let mut ck = wflora_fed::checkpoint::Checkpoint::from_bytes(data, &path).map_err(err)?;
-        let expected = self.0.config().hash();
-        if ck.config_hash != expected {
-            return Err(err(wflora_fed::checkpoint::CheckpointError::OtherConfig {
-                path,
-                found: ck.config_hash,
-                expected,
-            }));
-        }
+        ck.check_config(&self.0.config().hash(), &path)
+            .map_err(err)?;
         self.0.restore(&mut ck, &path).map_err(err)
     }
 }
