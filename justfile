@@ -40,8 +40,22 @@ flower-sim *ARGS:
     trap 'pkill -f "flower-superlink.*$FLWR_HOME" || true' EXIT
     flwr run flower --stream --federation-config "num-supernodes=10 client-resources-num-cpus=1" {{ARGS}}
 
-# The Flower app's test: 4 simulated nodes, 2 rounds, metrics byte for byte
-# those of `wflora run` of the same configuration.
+# wflora on a localhost Flower deployment: a SuperLink and NODES SuperNodes as
+# separate processes (insecure), `flwr run` against them, all stopped after;
+# Flower's state and the logs in target/flower-deploy. NODES must equal the
+# configuration's federation.clients (10 on the embedded default), e.g.
+# `just flower-deploy 3 "set='federation.clients=3' rounds=2 out='$PWD/target/d3'"`.
+flower-deploy NODES="10" RUNCONFIG="":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    python3 -m venv target/flower-venv
+    target/flower-venv/bin/pip install --quiet "flwr[simulation]>=1.42,<2" pytest ./crates/py
+    cd flower && ../target/flower-venv/bin/python -m wflora_flower.localhost --root ../target/flower-deploy --nodes {{NODES}} "{{RUNCONFIG}}"
+
+# The Flower app's tests: 4 simulated nodes, 2 rounds, metrics byte for byte
+# those of `wflora run` of the same configuration; a localhost deployment
+# with a SuperNode killed mid-run, and with the ServerApp killed and
+# resumed.
 flower-test:
     python3 -m venv target/flower-venv
     target/flower-venv/bin/pip install --quiet "flwr[simulation]>=1.42,<2" pytest ./crates/py

@@ -31,10 +31,19 @@ pub struct RoundRecord {
     pub queue_s: f64,
     /// Energy spent by the clients this round, joules.
     pub energy_j: f64,
-    /// Kept components per sampled client (0: sat out).
+    /// Kept components per sampled client (0: sat out, or absent from the
+    /// allocation).
     pub components: Vec<u32>,
     /// Bandwidth share per sampled client.
     pub shares: Vec<f64>,
     /// Relative covariance norm of separate aggregation, per adapted matrix.
     pub covariance_rel: Vec<f64>,
+    /// Sampled clients whose train report did not reach the server (not
+    /// allocated; written only when there are some).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing_reports: Vec<usize>,
+    /// Allocated clients whose update did not reach the server (they sat
+    /// the round out; written only when there are some).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing_updates: Vec<usize>,
 }

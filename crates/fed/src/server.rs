@@ -18,6 +18,13 @@
 //!
 //! Replies may arrive in any order; the server orders them by the sampled
 //! clients, so the result does not depend on who answered first.
+//!
+//! A driver whose clients can fail (a Flower node that dies, a reply that
+//! times out) names the sampled clients that did not answer with
+//! [`Server::allocate_with_absent`] and [`Server::finish_round_with_absent`]:
+//! a client absent from phase 2 is not allocated (0 components, share 0),
+//! one absent from phase 3 sits the round out, as a client told to send
+//! nothing does. The record lists both sets, so the round can be replayed.
 
 use crate::checkpoint::Checkpoint;
 use crate::config::{AllocationSettings, PenaltyKind, RunConfig, TrainMode};
@@ -61,6 +68,7 @@ enum Phase {
         round: usize,
         train_loss: f64,
         evaluation: Option<(f64, f64)>,
+        missing_reports: Vec<usize>,
     },
 }
 
@@ -68,6 +76,12 @@ enum Phase {
 #[derive(Debug, Clone)]
 struct Allocated {
     round: usize,
+    /// Every sampled client (sorted).
+    sampled: Vec<usize>,
+    /// Sampled clients whose train report did not come.
+    missing_reports: Vec<usize>,
+    /// The allocated clients: `sampled` less `missing_reports`, in the
+    /// order of `problem` and `allocation`.
     clients: Vec<usize>,
     train_loss: f64,
     problem: RoundProblem<Uplink>,
@@ -268,13 +282,38 @@ impl Server {
         &mut self,
         replies: Vec<ClientMessage>,
     ) -> Result<Vec<ServerMessage>, FedError> {
+        self.allocate_with_absent(replies, &[])
+    }
+
+    /// Phase 2 when some sampled clients did not answer: `absent` names
+    /// them, `replies` holds one report from each of the others. The round
+    /// is allocated over the clients that answered (the absent ones get 0
+    /// components and share 0 in the record, and no instruction).
+    ///
+    /// # Errors
+    /// As [`Server::allocate`]; also for an `absent` client that is not
+    /// sampled or is named twice, a report from an absent client, and a
+    /// round in which every sampled client is absent (the state does not
+    /// change, so the driver may stop and resume).
+    pub fn allocate_with_absent(
+        &mut self,
+        replies: Vec<ClientMessage>,
+        absent: &[usize],
+    ) -> Result<Vec<ServerMessage>, FedError> {
         // The phase changes only once the replies are accepted.
         let Phase::Training { round, clients } = &self.phase else {
             return Err(protocol(
                 "train reports arrived outside the training phase".into(),
             ));
         };
-        let (round, clients) = (*round, clients.clone());
+        let (round, sampled) = (*round, clients.clone());
+        let (clients, missing_reports) = present(round, &sampled, absent, "sampled")?;
+        if clients.is_empty() {
+            return Err(protocol(format!(
+                "every sampled client of round {round} is absent ({missing_reports:?}): nothing to allocate"
+            )));
+        }
+        answered_while_absent(round, &replies, &missing_reports)?;
         let reports = self.reports(round, &clients, replies)?;
         let train_loss = mean(reports.iter().map(|r| r.train_loss));
         if self.cfg.federation.local_only {
@@ -291,6 +330,7 @@ impl Server {
                 round,
                 train_loss,
                 evaluation,
+                missing_reports,
             };
             return Ok(Vec::new());
         }
@@ -301,6 +341,8 @@ impl Server {
         let msgs = self.compress_instructions(round, &clients, &allocation);
         self.phase = Phase::Compressing(Box::new(Allocated {
             round,
+            sampled,
+            missing_reports,
             clients,
             train_loss,
             problem,
@@ -365,15 +407,37 @@ impl Server {
     /// per sampled client, carry other bits than they say, or do not fit
     /// the global model; aggregation errors; divergence.
     pub fn finish_round(&mut self, replies: Vec<ClientMessage>) -> Result<RoundRecord, FedError> {
+        self.finish_round_with_absent(replies, &[])
+    }
+
+    /// Phase 3 when some allocated clients did not answer: `absent` names
+    /// them, `replies` holds one update from each of the others. An absent
+    /// client sits the round out: the aggregation weights `p_k ∝ |D_k|` and
+    /// the round latency run over the clients whose update came (a round
+    /// in which none came keeps the global state).
+    ///
+    /// # Errors
+    /// As [`Server::finish_round`]; also for an `absent` client that was
+    /// not allocated or is named twice, and an update from an absent client.
+    pub fn finish_round_with_absent(
+        &mut self,
+        replies: Vec<ClientMessage>,
+        absent: &[usize],
+    ) -> Result<RoundRecord, FedError> {
         let a = match &self.phase {
             Phase::Compressing(a) => (**a).clone(),
-            &Phase::LocalOnly {
+            Phase::LocalOnly {
                 round,
                 train_loss,
                 evaluation,
-            } if replies.is_empty() => {
+                missing_reports,
+            } if replies.is_empty() && absent.is_empty() => {
+                let (round, train_loss, evaluation) = (*round, *train_loss, *evaluation);
+                let missing_reports = missing_reports.clone();
                 self.phase = Phase::Idle;
-                return Ok(self.finish_local_only(round, train_loss, evaluation));
+                let mut record = self.finish_local_only(round, train_loss, evaluation);
+                record.missing_reports = missing_reports;
+                return Ok(record);
             }
             _ => {
                 return Err(protocol(
@@ -382,7 +446,9 @@ impl Server {
             }
         };
         // Nothing changes until the updates are accepted and aggregated.
-        let updates = self.updates(&a, replies)?;
+        let (_, missing_updates) = present(a.round, &a.clients, absent, "allocated")?;
+        answered_while_absent(a.round, &replies, &missing_updates)?;
+        let updates = self.updates(&a, replies, &missing_updates)?;
         let clock = Instant::now();
         let (sent, totals) = self.account(&a, &updates);
         self.times.compress_s += clock.elapsed().as_secs_f64();
@@ -406,7 +472,9 @@ impl Server {
         self.sim_time_s += totals.latency_s;
         self.latency_sum_s += totals.latency_s;
         let evaluation = self.evaluate_if_due()?;
-        Ok(self.record(a, totals, sent.len(), queue_s, covariance_rel, evaluation))
+        let mut record = self.record(a, totals, sent.len(), queue_s, covariance_rel, evaluation);
+        record.missing_updates = missing_updates;
+        Ok(record)
     }
 
     /// The round's record; keeps its allocation for diagnostics.
@@ -419,6 +487,16 @@ impl Server {
         covariance_rel: Vec<f64>,
         (test_loss, accuracy): (Option<f64>, Option<f64>),
     ) -> RoundRecord {
+        // Components and shares per sampled client; 0 for one absent from
+        // the allocation.
+        let mut components = vec![0; a.sampled.len()];
+        let mut shares = vec![0.0; a.sampled.len()];
+        for (i, k) in a.clients.iter().enumerate() {
+            if let Ok(s) = a.sampled.binary_search(k) {
+                components[s] = a.allocation.components[i];
+                shares[s] = a.allocation.shares[i];
+            }
+        }
         let record = RoundRecord {
             round: self.round,
             participants,
@@ -433,9 +511,11 @@ impl Server {
             mean_latency_s: self.latency_sum_s / self.round as f64,
             queue_s,
             energy_j: totals.energy_j,
-            components: a.allocation.components.clone(),
-            shares: a.allocation.shares.clone(),
+            components,
+            shares,
             covariance_rel,
+            missing_reports: a.missing_reports,
+            missing_updates: Vec::new(),
         };
         self.last_allocation = Some(RoundAllocation {
             clients: a.clients,
@@ -468,21 +548,34 @@ impl Server {
         Ok(reports)
     }
 
-    /// The updates of the allocated round, in client order, each checked
-    /// against its instruction and the global model.
+    /// The updates of the allocated round, in client order (`None` for a
+    /// client in `missing`), each checked against its instruction and the
+    /// global model.
     fn updates(
         &self,
         a: &Allocated,
         replies: Vec<ClientMessage>,
-    ) -> Result<Vec<ClientUpdate>, FedError> {
-        let updates = in_client_order(a.round, &a.clients, replies, |m| match m {
+        missing: &[usize],
+    ) -> Result<Vec<Option<ClientUpdate>>, FedError> {
+        let (senders, _) = present(a.round, &a.clients, missing, "allocated")?;
+        let mut updates = in_client_order(a.round, &senders, replies, |m| match m {
             ClientMessage::Update(u) => Ok((u.round, u.client, u)),
             ClientMessage::Trained(r) => Err(r.client),
-        })?;
-        for (i, u) in updates.iter().enumerate() {
-            self.check_update(u, a.allocation.components[i] as usize)?;
+        })?
+        .into_iter();
+        let mut out = Vec::with_capacity(a.clients.len());
+        for (i, k) in a.clients.iter().enumerate() {
+            if missing.binary_search(k).is_ok() {
+                out.push(None);
+                continue;
+            }
+            let u = updates
+                .next()
+                .ok_or_else(|| protocol(format!("client {k}'s update is missing")))?;
+            self.check_update(&u, a.allocation.components[i] as usize)?;
+            out.push(Some(u));
         }
-        Ok(updates)
+        Ok(out)
     }
 
     fn check_update(&self, u: &ClientUpdate, m_k: usize) -> Result<(), FedError> {
@@ -570,7 +663,11 @@ impl Server {
     }
 
     /// Bits, energy and finish times of the clients that sent.
-    fn account<'a>(&self, a: &Allocated, updates: &'a [ClientUpdate]) -> (Vec<Sent<'a>>, Totals) {
+    fn account<'a>(
+        &self,
+        a: &Allocated,
+        updates: &'a [Option<ClientUpdate>],
+    ) -> (Vec<Sent<'a>>, Totals) {
         let load = self.load();
         let mut totals = Totals {
             finish_s: vec![None; a.clients.len()],
@@ -578,9 +675,9 @@ impl Server {
         };
         let mut sent = Vec::new();
         for (i, (&k, u)) in a.clients.iter().zip(updates).enumerate() {
-            if u.sat_out() {
+            let Some(u) = u.as_ref().filter(|u| !u.sat_out()) else {
                 continue;
-            }
+            };
             let mut client_bits = self.head_bits();
             for msg in &u.messages {
                 let size = msg.size();
@@ -701,6 +798,8 @@ impl Server {
             components: Vec::new(),
             shares: Vec::new(),
             covariance_rel: Vec::new(),
+            missing_reports: Vec::new(),
+            missing_updates: Vec::new(),
         }
     }
 
@@ -998,6 +1097,54 @@ fn in_client_order<T>(
             s.ok_or_else(|| protocol(format!("client {k} did not answer in round {round}")))
         })
         .collect()
+}
+
+/// `clients` split by `absent` into `(present, absent sorted)`; `absent`
+/// must name distinct members of `clients` (`what` says which set, for the
+/// error).
+fn present(
+    round: usize,
+    clients: &[usize],
+    absent: &[usize],
+    what: &str,
+) -> Result<(Vec<usize>, Vec<usize>), FedError> {
+    let mut missing = absent.to_vec();
+    missing.sort_unstable();
+    if let Some(w) = missing.windows(2).find(|w| w[0] == w[1]) {
+        return Err(protocol(format!(
+            "client {} is named absent twice in round {round}",
+            w[0]
+        )));
+    }
+    if let Some(k) = missing.iter().find(|k| clients.binary_search(k).is_err()) {
+        return Err(protocol(format!(
+            "client {k} is named absent in round {round} but is not {what} ({clients:?})"
+        )));
+    }
+    let rest = clients
+        .iter()
+        .copied()
+        .filter(|k| missing.binary_search(k).is_err())
+        .collect();
+    Ok((rest, missing))
+}
+
+/// Refuses a reply from a client the driver named absent (`absent` sorted).
+fn answered_while_absent(
+    round: usize,
+    replies: &[ClientMessage],
+    absent: &[usize],
+) -> Result<(), FedError> {
+    match replies
+        .iter()
+        .map(ClientMessage::client)
+        .find(|k| absent.binary_search(k).is_ok())
+    {
+        Some(k) => Err(protocol(format!(
+            "client {k} is named absent in round {round} but answered"
+        ))),
+        None => Ok(()),
+    }
 }
 
 fn protocol(what: String) -> FedError {

@@ -608,3 +608,183 @@ fn a_well_framed_message_with_bad_content_is_refused() {
     );
     assert!(e.to_string().contains("expected [6, 2]"), "{e}");
 }
+
+/// The server and its clients of `cfg`, in one thread.
+fn roles(cfg: &RunConfig, task: &Arc<Task>) -> (Server, Vec<Client>, Vec<usize>) {
+    let shards = client_shards(cfg, task).unwrap();
+    let sizes = shards.sizes();
+    let server = Server::new(cfg.clone(), task.clone(), &sizes).unwrap();
+    let clients = shards
+        .into_clients()
+        .into_iter()
+        .enumerate()
+        .map(|(k, shard)| Client::new(k, cfg, task.clone(), shard).unwrap())
+        .collect();
+    (server, clients, sizes)
+}
+
+/// Delivers `msgs` to every client not in `absent` and returns the replies.
+fn deliver(clients: &mut [Client], msgs: &[ServerMessage], absent: &[usize]) -> Vec<ClientMessage> {
+    msgs.iter()
+        .filter(|m| !absent.contains(&m.client()))
+        .map(|m| clients[m.client()].handle(m).unwrap())
+        .collect()
+}
+
+#[test]
+fn absent_clients_sit_out_and_the_rest_aggregate_by_their_sizes() {
+    // Client 1's report and client 2's update do not come (a node that
+    // died): 1 is not allocated, 2 sits out, and the global state is the
+    // factor-wise aggregate of clients 0 and 3 alone with p_k ∝ |D_k|,
+    // computed here from their messages independently of the server.
+    let mut cfg = common::small_base(common::scratch("protocol", "cache"));
+    cfg.federation.clients_per_round = 4;
+    let task = common::task("protocol");
+    let (mut server, mut clients, sizes) = roles(&cfg, &task);
+    let before = server.global().clone();
+    let plan = server.plan_round().unwrap();
+    let reports = deliver(&mut clients, &plan, &[1]);
+    let compress = server.allocate_with_absent(reports, &[1]).unwrap();
+    assert_eq!(
+        compress
+            .iter()
+            .map(ServerMessage::client)
+            .collect::<Vec<_>>(),
+        [0, 2, 3],
+        "no instruction for the absent client"
+    );
+    let updates = deliver(&mut clients, &compress, &[2]);
+    let senders: Vec<ClientUpdate> = updates
+        .iter()
+        .map(|m| match m {
+            ClientMessage::Update(u) => u.clone(),
+            ClientMessage::Trained(_) => unreachable!(),
+        })
+        .collect();
+    let rec = server.finish_round_with_absent(updates, &[2]).unwrap();
+    assert_eq!(rec.missing_reports, [1]);
+    assert_eq!(rec.missing_updates, [2]);
+    assert_eq!(rec.participants, 2);
+    assert_eq!(rec.components.len(), 4);
+    assert_eq!((rec.components[1], rec.shares[1]), (0, 0.0));
+    assert!(rec.components[2] > 0, "client 2 was allocated");
+    let shares: f64 = rec.shares.iter().sum();
+    assert!(
+        (shares - 1.0).abs() < 1e-9,
+        "the three present share the band: {shares}"
+    );
+    let line = serde_json::to_string(&rec).unwrap();
+    assert!(
+        line.contains(r#""missing_reports":[1],"missing_updates":[2]"#),
+        "{line}"
+    );
+    assert_eq!(serde_json::from_str::<RoundRecord>(&line).unwrap(), rec);
+    // Independent aggregate of 0 and 3.
+    let total = (sizes[0] + sizes[3]) as f64;
+    let p: Vec<f64> = senders
+        .iter()
+        .map(|u| sizes[u.client] as f64 / total)
+        .collect();
+    assert_eq!(senders.iter().map(|u| u.client).collect::<Vec<_>>(), [0, 3]);
+    let got = server.global();
+    for (j, g) in before.factors.iter().enumerate() {
+        let msgs: Vec<(f64, &Message)> = senders
+            .iter()
+            .zip(&p)
+            .map(|(u, &w)| (w, &u.messages[j]))
+            .collect();
+        let want = wflora_soft::aggregate(FactorsView::new(g.b.view(), g.a.view()), &msgs).unwrap();
+        assert_eq!(got.factors[j].b, want.b, "{}", g.name);
+        assert_eq!(got.factors[j].a, want.a, "{}", g.name);
+    }
+    let g = &before.head;
+    for (idx, want) in g.weight.indexed_iter() {
+        let mut w = *want;
+        for (u, &pk) in senders.iter().zip(&p) {
+            w += pk as f32 * (u.head.as_ref().unwrap().weight[idx] - want);
+        }
+        let diff = (got.head.weight[idx] - w).abs();
+        assert!(
+            diff <= 1e-6 * (1.0 + w.abs()),
+            "head {idx:?}: {} vs {w}",
+            got.head.weight[idx]
+        );
+    }
+    // The round's latency is the slower of the two that sent.
+    let la = server.last_allocation().unwrap();
+    assert_eq!(la.clients, [0, 2, 3]);
+    assert_eq!(la.finish_s[1], None);
+    let slowest = la.finish_s.iter().flatten().fold(0.0_f64, |m, &f| m.max(f));
+    assert_eq!(rec.latency_s, slowest);
+    // The next round runs with everyone, and its line has no missing sets.
+    let reports = deliver(&mut clients, &server.plan_round().unwrap(), &[]);
+    let updates = deliver(&mut clients, &server.allocate(reports).unwrap(), &[]);
+    let rec = server.finish_round(updates).unwrap();
+    assert!(!serde_json::to_string(&rec).unwrap().contains("missing"));
+}
+
+#[test]
+fn absent_sets_that_do_not_add_up_are_refused_and_change_nothing() {
+    let mut cfg = common::small_base(common::scratch("protocol", "cache"));
+    cfg.federation.clients_per_round = 4;
+    let task = common::task("protocol");
+    let (mut server, mut clients, _) = roles(&cfg, &task);
+    let plan = server.plan_round().unwrap();
+    let all = deliver(&mut clients, &plan, &[]);
+    let but_1 = deliver(&mut clients.clone(), &plan, &[1]);
+    let cases: [(Vec<ClientMessage>, &[usize], &str); 5] = [
+        (but_1.clone(), &[1, 1], "named absent twice"),
+        (
+            but_1.clone(),
+            &[7],
+            "client 7 is named absent in round 0 but is not sampled",
+        ),
+        (
+            all.clone(),
+            &[1],
+            "client 1 is named absent in round 0 but answered",
+        ),
+        (but_1.clone(), &[], "client 1 did not answer"),
+        (
+            Vec::new(),
+            &[0, 1, 2, 3],
+            "every sampled client of round 0 is absent",
+        ),
+    ];
+    for (replies, absent, want) in cases {
+        let err = server
+            .allocate_with_absent(replies, absent)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(want), "{err}");
+    }
+    // Still in phase 2: the full set of reports is accepted.
+    let compress = server.allocate(all).unwrap();
+    let but_3 = deliver(&mut clients.clone(), &compress, &[3]);
+    let updates = deliver(&mut clients, &compress, &[]);
+    let e = server
+        .clone()
+        .finish_round_with_absent(updates.clone(), &[3])
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("client 3 is named absent in round 0 but answered"),
+        "{e}"
+    );
+    let e = server
+        .clone()
+        .finish_round_with_absent(but_3, &[3, 9])
+        .unwrap_err();
+    assert!(e.to_string().contains("is not allocated"), "{e}");
+    // No update at all: the global state stays, nothing is sent, no time passes.
+    let before = server.global().clone();
+    let rec = server
+        .clone()
+        .finish_round_with_absent(Vec::new(), &[0, 1, 2, 3])
+        .unwrap();
+    assert_eq!((rec.participants, rec.bits, rec.latency_s), (0, 0.0, 0.0));
+    assert_eq!(rec.missing_updates, [0, 1, 2, 3]);
+    let rec = server.finish_round(updates).unwrap();
+    assert_eq!(rec.participants, 4);
+    assert_ne!(server.global(), &before);
+}

@@ -527,29 +527,41 @@ impl PyServer {
     }
 
     /// Round phase 2: from the clients' train reports (bytes, any order),
-    /// the compress instructions.
+    /// the compress instructions. `absent` names sampled clients whose
+    /// report did not come (they are not allocated and get no instruction).
+    #[pyo3(signature = (replies, absent = None))]
     fn allocate<'py>(
         &mut self,
         py: Python<'py>,
         replies: Vec<Bound<'py, PyBytes>>,
+        absent: Option<Vec<usize>>,
     ) -> PyResult<Vec<(usize, Bound<'py, PyBytes>)>> {
         let replies = from_bytes(&replies)?;
+        let absent = absent.unwrap_or_default();
         let server = &mut self.0;
-        let msgs = py.detach(|| server.allocate(replies)).map_err(err)?;
+        let msgs = py
+            .detach(|| server.allocate_with_absent(replies, &absent))
+            .map_err(err)?;
         Ok(to_bytes(py, msgs))
     }
 
     /// Round phase 3: from the clients' updates (bytes, any order), the new
     /// global state; returns the round's record as JSON (the line `wflora
-    /// run` writes to metrics.jsonl).
+    /// run` writes to metrics.jsonl). `absent` names allocated clients
+    /// whose update did not come (they sit the round out).
+    #[pyo3(signature = (replies, absent = None))]
     fn finish_round(
         &mut self,
         py: Python<'_>,
         replies: Vec<Bound<'_, PyBytes>>,
+        absent: Option<Vec<usize>>,
     ) -> PyResult<String> {
         let replies = from_bytes(&replies)?;
+        let absent = absent.unwrap_or_default();
         let server = &mut self.0;
-        let rec = py.detach(|| server.finish_round(replies)).map_err(err)?;
+        let rec = py
+            .detach(|| server.finish_round_with_absent(replies, &absent))
+            .map_err(err)?;
         serde_json::to_string(&rec).map_err(err)
     }
 

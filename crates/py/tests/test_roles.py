@@ -122,3 +122,26 @@ def test_overrides_are_applied_as_set_does(cache: pathlib.Path) -> None:
         wflora.Task.from_toml(small_toml(cache), "small.toml", ["federation.nonsense=1"])
     with pytest.raises(wflora.WfloraError, match="--set"):
         wflora.Task.from_toml(small_toml(cache), "small.toml", ["no equals sign"])
+
+
+def test_absent_clients_are_named_and_recorded(task: wflora.Task) -> None:
+    """A driver names the clients that did not answer: the record lists
+    them, and a reply from one named absent is refused."""
+    server = task.server()
+    clients = [task.client(k) for k in range(len(task.shards))]
+    plan = server.plan_round()
+    sampled = [k for k, _ in plan]
+    lost_report, lost_update = sampled[0], sampled[-1]
+    reports = [clients[k].handle(m) for k, m in plan if k != lost_report]
+    with pytest.raises(wflora.WfloraError, match="did not answer"):
+        server.allocate(reports)
+    orders = server.allocate(reports, absent=[lost_report])
+    assert lost_report not in [k for k, _ in orders]
+    updates = [clients[k].handle(m) for k, m in orders if k != lost_update]
+    with pytest.raises(wflora.WfloraError, match="named absent twice"):
+        server.finish_round(updates, absent=[lost_update, lost_update])
+    record = server.finish_round(updates, absent=[lost_update])
+    assert record["missing_reports"] == [lost_report]
+    assert record["missing_updates"] == [lost_update]
+    assert record["components"][sampled.index(lost_report)] == 0
+    assert server.round == 1

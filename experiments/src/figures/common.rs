@@ -739,6 +739,8 @@ mod tests {
             components,
             shares: Vec::new(),
             covariance_rel: vec![0.1, 0.3],
+            missing_reports: Vec::new(),
+            missing_updates: Vec::new(),
         }
     }
 

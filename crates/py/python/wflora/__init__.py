@@ -148,16 +148,25 @@ class Server:
         every sampled client."""
         return self._inner.plan_round()
 
-    def allocate(self, replies: Sequence[bytes]) -> List[Tuple[int, bytes]]:
-        """Round phase 2: from every sampled client's train report (any
-        order), this round's allocation as ``[(client, message)]``."""
-        return self._inner.allocate(list(replies))
+    def allocate(
+        self, replies: Sequence[bytes], absent: Sequence[int] = ()
+    ) -> List[Tuple[int, bytes]]:
+        """Round phase 2: from the sampled clients' train reports (any
+        order), this round's allocation as ``[(client, message)]``.
 
-    def finish_round(self, replies: Sequence[bytes]) -> Dict[str, Any]:
-        """Round phase 3: from every sampled client's update (any order),
+        ``absent`` names sampled clients whose report did not come (a node
+        that died or timed out): they are not allocated and get no message;
+        the record lists them under ``missing_reports``."""
+        return self._inner.allocate(list(replies), list(absent))
+
+    def finish_round(self, replies: Sequence[bytes], absent: Sequence[int] = ()) -> Dict[str, Any]:
+        """Round phase 3: from the allocated clients' updates (any order),
         the new global state; returns the round's record (the line ``wflora
-        run`` writes to ``metrics.jsonl``) as a dict."""
-        self.last_record_line = self._inner.finish_round(list(replies))
+        run`` writes to ``metrics.jsonl``) as a dict.
+
+        ``absent`` names allocated clients whose update did not come: they
+        sit the round out (listed under ``missing_updates``)."""
+        self.last_record_line = self._inner.finish_round(list(replies), list(absent))
         return json.loads(self.last_record_line)
 
     @property
