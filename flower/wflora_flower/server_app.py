@@ -17,6 +17,7 @@ from flwr.serverapp import Grid, ServerApp
 import wflora
 
 from . import common
+from .store import write_atomic
 
 app = ServerApp()
 
@@ -176,16 +177,6 @@ def main(grid: Grid, context: Context) -> None:
     finally:
         if metrics is not None:
             metrics.close()
-
-
-def write_atomic(path: pathlib.Path, data: bytes) -> None:
-    """``data`` to ``path`` through a fsynced temporary file and a rename."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
 
 
 def open_metrics(server: wflora.Server, out: pathlib.Path, resume: bool, has_store: bool) -> IO[str]:

@@ -19,7 +19,7 @@ import wflora
 KEEP = 2
 
 
-def _write_atomic(path: pathlib.Path, data: bytes) -> None:
+def write_atomic(path: pathlib.Path, data: bytes) -> None:
     """Writes ``data`` to ``path`` so that a kill leaves the old file or the
     new one, never a part."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -71,13 +71,13 @@ class ClientStore:
             for t, p in self.snapshots():
                 if t >= start:
                     p.unlink()
-            _write_atomic(owner, f"{run_id}\n".encode())
+            write_atomic(owner, f"{run_id}\n".encode())
         before = [p for t, p in self.snapshots() if t < limit]
         return before[-1].read_bytes() if before else None
 
     def save(self, round_: int, state: bytes) -> None:
         """Keeps ``state`` as the client's state after round ``round_`` and
         drops all but the newest :data:`KEEP` snapshots."""
-        _write_atomic(self.dir / f"round-{round_:06d}.state", state)
+        write_atomic(self.dir / f"round-{round_:06d}.state", state)
         for _, p in self.snapshots()[:-KEEP]:
             p.unlink()
